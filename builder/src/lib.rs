@@ -1,0 +1,1 @@
+//! kiln-builder: kiln.toml, git sources, build plans and cache keys, vendor base images.

@@ -1,0 +1,49 @@
+//! Command-line parsing and dispatch: each area of kiln has its own module here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Options every kiln command accepts (runc's global flags among them).
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// Root directory for container state (runc's --root).
+    #[arg(long, global = true, env = "KILN_RUNTIME", default_value = "/run/kiln")]
+    pub root: PathBuf,
+    /// The store: OCI layout, snapshots, build cache, volumes.
+    #[arg(long, global = true, env = "KILN_STORE", default_value = "/var/lib/kiln")]
+    pub store: PathBuf,
+    /// Write logs to this file instead of stderr.
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    pub log_format: String,
+    /// Verbose logging.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Accepted for runc compatibility; kiln manages cgroupfs directly.
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+}
+
+/// kiln: build git commits into frozen OCI images and run them as containers.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every kiln command.
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Parses the command line, runs the command and turns its result into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {}
+}
