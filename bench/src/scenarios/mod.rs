@@ -1,0 +1,26 @@
+//! The benchmark scenarios: one module each, listed in `ALL`.
+
+use anyhow::Result;
+
+use crate::report::{Params, Report};
+
+/// A named benchmark scenario.
+pub struct Scenario {
+    /// Name given on the command line.
+    pub name: &'static str,
+    /// Runs the scenario and returns its report.
+    pub run: fn(&Params) -> Result<Report>,
+}
+
+/// Every scenario the harness knows.
+const ALL: &[Scenario] = &[];
+
+/// Finds a scenario by name.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    ALL.iter().find(|s| s.name == name)
+}
+
+/// The names of all scenarios.
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|s| s.name).collect()
+}
