@@ -12,7 +12,10 @@ use clap::Parser;
 
 /// Command line of the benchmark harness.
 #[derive(Debug, Parser)]
-#[command(name = "kiln-bench", about = "kiln benchmarks, side by side with its peers")]
+#[command(
+    name = "kiln-bench",
+    about = "kiln benchmarks, side by side with its peers"
+)]
 struct Args {
     /// Scenario to run (see --help for the list).
     scenario: String,

@@ -88,7 +88,11 @@ impl Report {
         }
         let width = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
         for r in &self.rows {
-            let figs: Vec<String> = r.figures.iter().map(|(k, v)| format!("{k}={v:.2}")).collect();
+            let figs: Vec<String> = r
+                .figures
+                .iter()
+                .map(|(k, v)| format!("{k}={v:.2}"))
+                .collect();
             println!("  {:width$}  {}", r.name, figs.join("  "));
         }
         for (k, v) in &self.summary {

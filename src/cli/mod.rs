@@ -12,7 +12,12 @@ pub struct Global {
     #[arg(long, global = true, env = "KILN_RUNTIME", default_value = "/run/kiln")]
     pub root: PathBuf,
     /// The store: OCI layout, snapshots, build cache, volumes.
-    #[arg(long, global = true, env = "KILN_STORE", default_value = "/var/lib/kiln")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_STORE",
+        default_value = "/var/lib/kiln"
+    )]
     pub store: PathBuf,
     /// Write logs to this file instead of stderr.
     #[arg(long, global = true)]

@@ -1,0 +1,89 @@
+//! Fixtures shared by the end-to-end tests of the `kiln` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Path of the `kiln` binary under test.
+pub fn kiln_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kiln")
+}
+
+/// A name unique to this test process and call, for global things (container ids, cgroups, veths).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A scratch directory with a store and a runtime state root inside it, removed on drop.
+pub struct Sandbox {
+    /// The temp dir holding everything.
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Creates a fresh sandbox.
+    pub fn new() -> Self {
+        Self { dir: tempfile::Builder::new().prefix("kiln-test-").tempdir().expect("tempdir") }
+    }
+
+    /// The store dir (`--store`).
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// The runtime state root (`--root`).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// A `kiln` command with this sandbox's `--store` and `--root`.
+    pub fn kiln(&self) -> Command {
+        let mut c = Command::new(kiln_bin());
+        c.env("KILN_STORE", self.store()).env("KILN_RUNTIME", self.root());
+        c
+    }
+
+    /// Runs `kiln ARGS`, returning its output (does not check the status).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.kiln().args(args).output().expect("spawn kiln")
+    }
+
+    /// Runs `kiln ARGS` and panics with its stderr unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Makes a minimal busybox root filesystem at `dir` (static busybox + applet links + passwd/group).
+pub fn busybox_rootfs(dir: &Path) {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "/bin/busybox missing: apt-get install busybox-static (scripts/setup)");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(dir.join(d)).expect("mkdir rootfs");
+    }
+    std::fs::copy(busybox, dir.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new(busybox).arg("--list").output().expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+        }
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+        .expect("passwd");
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").expect("group");
+}
+
+/// Path of the shared judges script (`../shared/judges/judges.sh` beside the checkout), if present.
+pub fn judges_script() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/judges/judges.sh");
+    p.exists().then_some(p)
+}
