@@ -1,3 +1,4 @@
 //! kiln-builder: kiln.toml, git sources, build plans and cache keys, vendor base images.
 
 pub mod config;
+pub mod source;
