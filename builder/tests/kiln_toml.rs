@@ -250,6 +250,23 @@ fn invalid_cases() -> Vec<Case> {
             "missing field `project`",
         ),
         case(
+            "size of the wrong type",
+            edit("size = \"256M\"", "size = true"),
+            10,
+            "services.web.mounts.\"/app/data\".size",
+            "a size such as",
+        ),
+        case(
+            "endpoints on an app",
+            edit(
+                "port = 8000",
+                "port = 8000\nendpoints = { x = { port = 1 } }",
+            ),
+            8,
+            "services.web.endpoints",
+            "only for services",
+        ),
+        case(
             "syntax error",
             edit("port = 8000", "port = = 8000"),
             7,

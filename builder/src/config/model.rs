@@ -148,6 +148,27 @@ pub struct Mount {
     pub size_bytes: u64,
 }
 
+impl Flavor {
+    /// The value of `flavor` in kiln.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::Pip => "pip",
+            Flavor::Npm => "npm",
+            Flavor::None => "none",
+        }
+    }
+}
+
+impl PackageManager {
+    /// The key of `dependencies` in kiln.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackageManager::Pip => "pip",
+            PackageManager::Npm => "npm",
+        }
+    }
+}
+
 impl ProjectConfig {
     /// The apps (services built from source), by name.
     pub fn apps(&self) -> impl Iterator<Item = (&Service, &App)> {

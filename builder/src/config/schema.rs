@@ -52,11 +52,34 @@ pub(crate) struct RawMount {
 }
 
 /// A size as written: `"256M"` or a number of bytes.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(crate) enum RawSize {
     Bytes(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl serde::de::Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size such as \"256M\" or a number of bytes")
+            }
+            fn visit_u64<E: serde::de::Error>(self, bytes: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(bytes))
+            }
+            fn visit_i64<E: serde::de::Error>(self, bytes: i64) -> Result<RawSize, E> {
+                u64::try_from(bytes)
+                    .map(RawSize::Bytes)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(bytes), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(text.to_string()))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
 }
 
 /// `[services.<name>.build]`.

@@ -261,10 +261,6 @@ fn check_build(c: &mut Checker, name: &str, raw: Option<&RawBuild>) -> Build {
     };
     check_command(c, &at("hook"), raw.hook.as_deref());
     for (manager, packages) in &raw.dependencies {
-        let manager = serde_json::to_value(manager)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
         for package in packages {
             if package.trim().is_empty() {
                 let path = ["services", name, "build", "dependencies", manager.as_str()];

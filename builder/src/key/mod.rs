@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 pub use canonical::{CacheKey, KeyHasher};
 
-use crate::config::{App, PackageManager, Service};
-use crate::project::{flavor_name, LockFile};
+use crate::config::{App, Service};
+use crate::project::LockFile;
 use crate::source::ObjectId;
 
 /// Version of the build format: bump it when the same inputs would now build different layers.
@@ -48,14 +48,14 @@ impl BuildInputs {
             .build
             .dependencies
             .iter()
-            .map(|(manager, packages)| (manager_name(*manager).to_string(), packages.clone()))
+            .map(|(manager, packages)| (manager.as_str().to_string(), packages.clone()))
             .collect();
         BuildInputs {
             project: project.to_string(),
             service: service.name.clone(),
             base: app.base.clone(),
             source: app.source.clone(),
-            flavor: flavor_name(app.build.flavor).to_string(),
+            flavor: app.build.flavor.as_str().to_string(),
             dependencies,
             hook: app.build.hook.clone(),
             env,
@@ -66,14 +66,6 @@ impl BuildInputs {
         for (manager, packages) in &self.dependencies {
             key.list(&format!("dependencies.{manager}"), packages);
         }
-    }
-}
-
-/// The name of a package manager in kiln.toml.
-pub fn manager_name(manager: PackageManager) -> &'static str {
-    match manager {
-        PackageManager::Pip => "pip",
-        PackageManager::Npm => "npm",
     }
 }
 

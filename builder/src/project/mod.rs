@@ -188,15 +188,6 @@ fn flavor_files(flavor: Flavor) -> &'static [(&'static str, bool)] {
     }
 }
 
-/// The value of `flavor` in kiln.toml.
-pub(crate) fn flavor_name(flavor: Flavor) -> &'static str {
-    match flavor {
-        Flavor::Pip => "pip",
-        Flavor::Npm => "npm",
-        Flavor::None => "none",
-    }
-}
-
 fn load_app_source(
     repo: &GitRepo,
     root: ObjectId,
@@ -231,7 +222,7 @@ fn load_app_source(
             None if required => {
                 return Err(LoadError::MissingLockFile {
                     service: service.to_string(),
-                    flavor: flavor_name(flavor),
+                    flavor: flavor.as_str(),
                     path,
                     folder: folder.to_string(),
                 })
