@@ -173,6 +173,8 @@ fn a_tree_is_written_to_a_directory_as_git_would_check_it_out() {
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or_else(|e| panic!("{rel}: {e}"))
     };
+    assert_eq!(mode("."), 0o755);
+    assert_eq!(mode("lib"), 0o755);
     assert_eq!(mode("run.sh"), 0o755);
     assert_eq!(mode("server.py"), 0o644);
     assert_eq!(

@@ -391,3 +391,34 @@ fn loading_names_the_service_folder_commit_and_line_at_fault() {
         .unwrap_or_else(|| panic!("loaded without kiln.toml"));
     assert!(matches!(err, LoadError::NoConfig { .. }), "{err}");
 }
+
+#[test]
+fn a_source_that_is_a_file_or_an_npm_app_without_lock_file_is_named() {
+    let repo = two_apps_repo();
+    repo.git(&["rm", "-q", "-r", "api"]);
+    repo.write("api", "not a folder\n");
+    repo.commit("api is a file");
+    let git = GitRepo::open(repo.path()).unwrap_or_else(|e| panic!("{e}"));
+    let err = Project::load_at(&git, "HEAD")
+        .err()
+        .unwrap_or_else(|| panic!("loaded a file as a source folder"));
+    assert!(
+        matches!(&err, LoadError::SourceFolder { service, .. } if service == "api"),
+        "{err}"
+    );
+
+    repo.write(
+        "kiln.toml",
+        &TWO_APPS
+            .replace("flavor = \"pip\"", "flavor = \"npm\"")
+            .replace("source = \"api\"", "source = \"web\""),
+    );
+    repo.commit("npm without lock file");
+    let err = Project::load_at(&git, "HEAD")
+        .err()
+        .unwrap_or_else(|| panic!("loaded npm without package-lock.json"));
+    assert_eq!(
+        err.to_string(),
+        "service `web`: flavor `npm` needs `package-lock.json` in source folder `web`"
+    );
+}

@@ -171,8 +171,9 @@ impl GitRepo {
         Ok(())
     }
 
-    /// Writes the files of `tree` under `dest` (created if missing, must not hold any of them),
-    /// with executable bits and symlinks as git records them; returns how many entries it wrote.
+    /// Writes the files of `tree` under `dest` (created with mode 0755 if missing; it must not
+    /// hold any of them), with executable bits and symlinks as git records them; returns how many
+    /// entries it wrote.
     ///
     /// Every entry is created new (never opened through an existing file or followed link), so a
     /// tree cannot write outside `dest`.
@@ -181,7 +182,12 @@ impl GitRepo {
             let path = path.to_path_buf();
             move |source| SourceError::Write { path, source }
         };
-        std::fs::create_dir_all(dest).map_err(write_err(dest))?;
+        if !dest.exists() {
+            // A folder kiln makes gets the same mode as the folders of the tree, whatever the umask.
+            std::fs::create_dir_all(dest).map_err(write_err(dest))?;
+            std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(write_err(dest))?;
+        }
         let mut count = 0;
         for entry in self.entries(tree)? {
             let entry = entry?;
