@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import time
 
 import redis
 
@@ -29,6 +30,20 @@ def cache_client():
     host = endpoint.get("ip") or endpoint["host"]
     return redis.Redis(host=host, port=int(endpoint["port"]), socket_timeout=2,
                        socket_connect_timeout=2, decode_responses=True)
+
+
+def ready_cache_client(seconds=10.0):
+    """A redis client once redis answers PING, trying for up to `seconds` (for hooks and tasks)."""
+    deadline = time.monotonic() + seconds
+    client = cache_client()
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.RedisError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 MIGRATION_KEY = "shop:migration"

@@ -56,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
             redis_line,
             f"migration: {migration}",
             f"built: {read_text('generated', 'banner.txt')}",
-            f"data: {log_visit(visits)} visits logged in /app/data",
+            f"data: {log_visit(visits)} visits logged in {DATA_DIR}",
         ]
         self.reply(status, "\n".join(lines) + "\n")
 

@@ -4,7 +4,7 @@ import kiln_env
 
 
 def main():
-    kiln_env.cache_client().set(kiln_env.WARM_KEY, "1")
+    kiln_env.ready_cache_client().set(kiln_env.WARM_KEY, "1")
     print("cache warmed", flush=True)
 
 
