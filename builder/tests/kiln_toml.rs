@@ -330,6 +330,23 @@ fn every_problem_is_reported_in_file_order() {
 }
 
 #[test]
+fn a_relationship_to_an_app_without_port_is_refused() {
+    let text = edit("port = 8000\n", "").replace(
+        "scheme = \"redis\"\n",
+        "scheme = \"redis\"\nrelationships = { app = \"web\" }\n",
+    );
+    let errors = config::parse("kiln.toml", &text)
+        .err()
+        .unwrap_or_else(|| panic!("should fail"));
+    let first = errors.first().unwrap_or_else(|| panic!("no error"));
+    assert_eq!(first.key, "services.cache.relationships.app");
+    assert!(
+        matches!(&first.problem, Problem::NoEndpoints(s) if s == "web"),
+        "{errors}"
+    );
+}
+
+#[test]
 fn nested_mounts_and_ambiguous_endpoints_are_refused() {
     let nested = edit(
         "mounts = { \"/app/data\" = { size = \"256M\" } }",

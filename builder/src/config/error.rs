@@ -51,7 +51,10 @@ pub enum Problem {
         /// Its endpoints, comma-separated (or `none`).
         available: String,
     },
-    /// A relationship without endpoint to a service with several (or none).
+    /// A relationship to a service that has no endpoint (an app without `port`).
+    #[error("service `{0}` has no endpoint to connect to (an app needs `port`)")]
+    NoEndpoints(String),
+    /// A relationship without endpoint to a service with several.
     #[error("service `{service}` has {count} endpoints: name one, as \"{service}:<endpoint>\"")]
     AmbiguousEndpoint {
         /// Target service.

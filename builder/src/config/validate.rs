@@ -412,23 +412,26 @@ fn resolve_relationships(
             }
             continue;
         };
-        let chosen =
-            match endpoint {
-                Some(endpoint) => service.endpoints.get_key_value(endpoint).ok_or_else(|| {
-                    Problem::UnknownEndpoint {
+        let chosen = match endpoint {
+            Some(endpoint) => {
+                service
+                    .endpoints
+                    .get_key_value(endpoint)
+                    .ok_or_else(|| Problem::UnknownEndpoint {
                         service: target.to_string(),
                         endpoint: endpoint.to_string(),
                         available: list_or_none(service.endpoints.keys()),
-                    }
-                }),
-                None if service.endpoints.len() == 1 => {
-                    service.endpoints.iter().next().ok_or(Problem::NoEndpoint)
-                }
-                None => Err(Problem::AmbiguousEndpoint {
-                    service: target.to_string(),
-                    count: service.endpoints.len(),
-                }),
-            };
+                    })
+            }
+            None if service.endpoints.is_empty() => Err(Problem::NoEndpoints(target.to_string())),
+            None if service.endpoints.len() == 1 => {
+                service.endpoints.iter().next().ok_or(Problem::NoEndpoint)
+            }
+            None => Err(Problem::AmbiguousEndpoint {
+                service: target.to_string(),
+                count: service.endpoints.len(),
+            }),
+        };
         match chosen {
             Ok((endpoint, ep)) => {
                 resolved.insert(
