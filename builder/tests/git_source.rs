@@ -280,3 +280,37 @@ fn a_conflicting_pull_request_names_the_conflicting_paths() {
         "{err}"
     );
 }
+
+#[test]
+fn a_pull_request_ahead_of_its_base_builds_the_head_tree() {
+    let repo = TestRepo::new();
+    repo.write("a.txt", "a\n");
+    let base = repo.commit("base");
+    repo.write("a.txt", "a2\n");
+    let head = repo.commit("head");
+    let git = open(&repo);
+    let merged = git
+        .merge(oid(&base), oid(&head))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        merged,
+        git.commit_tree(oid(&head))
+            .unwrap_or_else(|e| panic!("{e}"))
+    );
+}
+
+#[test]
+fn unrelated_histories_do_not_merge() {
+    let repo = TestRepo::new();
+    repo.write("a.txt", "a\n");
+    let base = repo.commit("base");
+    repo.git(&["checkout", "-q", "--orphan", "other"]);
+    repo.write("b.txt", "b\n");
+    let head = repo.commit("unrelated");
+    let git = open(&repo);
+    let err = git
+        .merge(oid(&base), oid(&head))
+        .err()
+        .unwrap_or_else(|| panic!("merged unrelated histories"));
+    assert!(matches!(err, SourceError::Merge { .. }), "{err}");
+}
