@@ -90,7 +90,8 @@ pub struct AppPlan {
     pub source: String,
     /// Source folder's tree id.
     pub tree: ObjectId,
-    /// Environment of every step that runs: kiln's `KILN_*` variables and the declared env.
+    /// Environment of every step that runs: kiln's `KILN_*` variables and the declared env
+    /// (the executor lays it over the base image's env, e.g. its `PATH`).
     pub env: BTreeMap<String, String>,
     /// The layers above the base, bottom first; steps with nothing to do are left out.
     pub steps: Vec<Step>,
@@ -187,7 +188,7 @@ pub struct ImageConfig {
     /// The start command (`/bin/sh -c <start>`) of the commit that built it; deploy runs the
     /// start command of the commit it deploys.
     pub cmd: Vec<String>,
-    /// The service's declared env (not the build env, not `KILN_*`).
+    /// The service's declared env (not the build env, not `KILN_*`), laid over the base image's.
     pub env: BTreeMap<String, String>,
     /// Working directory: [`APP_ROOT`].
     pub workdir: String,
