@@ -41,6 +41,7 @@ pub fn plan_for(
     pool: Pool,
     runtime_root: &std::path::Path,
 ) -> Result<Plan, NetError> {
+    state::validate_env(env)?;
     let previous = state::load(runtime_root, env)?.map(|r| r.plan);
     Ok(Plan::new(topology, pool, previous.as_ref())?)
 }

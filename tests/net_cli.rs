@@ -1,0 +1,150 @@
+//! `kiln net` as a user runs it: apply a topology file, show it, tear it down; bad input.
+
+mod common;
+
+use common::{unique, Sandbox};
+
+/// Mount points under `dir` (from /proc/self/mountinfo).
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(dir.to_str().expect("utf-8 path")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A TOML topology with prefixed service names: app → db, app → cache, worker → db.
+fn topology_toml(p: &str) -> String {
+    format!(
+        r#"services = ["{p}app", "{p}db", "{p}cache", "{p}worker"]
+
+[[edges]]
+from = "{p}app"
+name = "database"
+to = "{p}db"
+port = 5432
+scheme = "pgsql"
+
+[[edges]]
+from = "{p}app"
+name = "redis"
+to = "{p}cache"
+port = 6379
+scheme = "redis"
+
+[[edges]]
+from = "{p}worker"
+name = "database"
+to = "{p}db"
+port = 5432
+scheme = "pgsql"
+"#
+    )
+}
+
+#[test]
+fn apply_show_teardown() {
+    let sb = Sandbox::new();
+    let p = unique("c").replace('-', "x");
+    let env = unique("e");
+    let file = sb.dir.path().join("topology.toml");
+    std::fs::write(&file, topology_toml(&p)).expect("write topology");
+    let pool = format!("10.{}.{}.0/24", 150 + std::process::id() % 50, 7);
+
+    let out = sb.ok(&[
+        "net",
+        "apply",
+        "--env",
+        &env,
+        "--pool",
+        &pool,
+        file.to_str().expect("path"),
+    ]);
+    assert!(out.contains("4 services, 3 links (3 created"), "{out}");
+    assert_eq!(mounts_under(&sb.root()).len(), 4);
+
+    let text = sb.ok(&["net", "show", "--env", &env]);
+    assert!(
+        text.contains(&format!("{p}app")) && text.contains("veth"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["net", "show", "--env", &env, "--json"])).expect("json");
+    let services = json["services"].as_array().expect("services");
+    assert_eq!(services.len(), 4);
+    assert!(services.iter().all(|s| s["present"] == true));
+    let app = &json["outputs"][format!("{p}app")];
+    assert!(app["hosts"].as_str().expect("hosts").contains("database"));
+    assert_eq!(app["relationships"]["redis"][0]["port"], 6379);
+    assert_eq!(
+        app["relationships"]["redis"][0]["service"],
+        format!("{p}cache")
+    );
+    assert!(!app["relationships_env"].as_str().expect("env").is_empty());
+    // Re-applying the same file changes nothing.
+    let again = sb.ok(&[
+        "net",
+        "apply",
+        "--env",
+        &env,
+        "--pool",
+        &pool,
+        "--json",
+        file.to_str().expect("path"),
+    ]);
+    let again: serde_json::Value = serde_json::from_str(&again).expect("json");
+    assert_eq!(again["kept_links"].as_array().expect("kept").len(), 3);
+    assert!(again["created_links"]
+        .as_array()
+        .expect("created")
+        .is_empty());
+
+    sb.ok(&["net", "teardown", "--env", &env]);
+    assert!(mounts_under(&sb.root()).is_empty());
+    assert!(!sb.root().join("netns").join(&env).exists());
+    let twice = sb.ok(&["net", "teardown", "--env", &env]);
+    assert!(twice.contains("removed 0"), "{twice}");
+}
+
+#[test]
+fn bad_topology_is_named_and_leaves_nothing() {
+    let sb = Sandbox::new();
+    let env = unique("e");
+    let file = sb.dir.path().join("topology.json");
+    std::fs::write(
+        &file,
+        r#"{"services": ["app", "db"], "edges": [{"from": "app", "name": "database", "to": "dbx", "port": 5432}]}"#,
+    )
+    .expect("write");
+    let out = sb.run(&["net", "apply", "--env", &env, file.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("relationship app.database: unknown service \"dbx\""),
+        "{err}"
+    );
+    assert!(!sb.root().join("netns").join(&env).exists());
+    assert!(mounts_under(&sb.root()).is_empty());
+
+    let out = sb.run(&[
+        "net",
+        "apply",
+        "--env",
+        "../x",
+        file.to_str().expect("path"),
+    ]);
+    assert!(!out.status.success());
+    let out = sb.run(&[
+        "net",
+        "apply",
+        "--env",
+        &env,
+        "--pool",
+        "10.0.0.1/24",
+        "x.json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("10.0.0.1/24"), "{err}");
+}
