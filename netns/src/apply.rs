@@ -15,7 +15,7 @@ use crate::error::NetError;
 use crate::live::{self, LiveLink};
 use crate::mounts;
 use crate::namespace::{self, on_worker, Netns};
-use crate::netlink::LOOPBACK_INDEX;
+use crate::netlink::{KILN_GROUP, LOOPBACK_INDEX};
 use crate::plan::{End, Link, Plan};
 use crate::state::{self, Record};
 
@@ -284,17 +284,42 @@ fn delete_link(ns: &mut Netns, ifname: &str, index: u32) -> Result<(), NetError>
     }
 }
 
-/// Deletes every interface but `lo` in the namespace at `path`, then unmounts and removes it.
+/// Deletes kiln's veths in the namespace at `path` in one batch, then unmounts and removes it.
 /// Runs on a worker thread.
 pub(crate) fn clear_and_remove(service: &str, path: &Path) -> Result<(), NetError> {
     let mut ns = Netns::enter(service, path)?;
-    for l in live::read(&mut ns)? {
-        if l.ifindex != LOOPBACK_INDEX {
-            delete_link(&mut ns, &l.ifname, l.ifindex)?;
-        }
-    }
+    ns.nl
+        .delete_group(KILN_GROUP)
+        .map_err(|e| NetError::netlink("delete kiln veths", service, e))?;
     drop(ns);
     namespace::remove(path)
+}
+
+/// Deletes kiln's veths in each of `services`' namespaces, one thread and one batch request
+/// per namespace (the kernel's per-request wait then overlaps), and unmounts them all.
+fn clear_all(runtime_root: &Path, env: &str, services: &BTreeSet<String>) -> Result<(), NetError> {
+    let cleared: Vec<Result<(), NetError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = services
+            .iter()
+            .map(|service| {
+                let path = state::netns_path(runtime_root, env, service);
+                s.spawn(move || {
+                    let mut ns = Netns::enter(service, &path)?;
+                    ns.nl
+                        .delete_group(KILN_GROUP)
+                        .map_err(|e| NetError::netlink("delete kiln veths", service, e))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(Err(NetError::WorkerPanicked)))
+            .collect()
+    });
+    for service in services {
+        namespace::remove(&state::netns_path(runtime_root, env, service))?;
+    }
+    cleared.into_iter().collect()
 }
 
 /// Removes every namespace and veth of environment `env` and its record. Idempotent; works
@@ -304,12 +329,7 @@ pub fn teardown(env: &str, runtime_root: &Path) -> Result<Vec<String>, NetError>
     let lock = state::lock(runtime_root, env)?;
     let dir = state::env_dir(runtime_root, env);
     let present = mounts::mounted_in(&dir)?;
-    on_worker(|| {
-        for service in &present {
-            clear_and_remove(service, &state::netns_path(runtime_root, env, service))?;
-        }
-        Ok(())
-    })?;
+    clear_all(runtime_root, env, &present)?;
     remove_stray_files(&dir)?;
     state::remove(runtime_root, env)?;
     state::remove_lock(runtime_root, env);
