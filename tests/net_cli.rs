@@ -53,15 +53,14 @@ fn apply_show_teardown() {
     std::fs::write(&file, topology_toml(&p)).expect("write topology");
     let pool = format!("10.{}.{}.0/24", 150 + std::process::id() % 50, 7);
 
-    let out = sb.ok(&[
-        "net",
-        "apply",
-        "--env",
-        &env,
-        "--pool",
-        &pool,
-        file.to_str().expect("path"),
-    ]);
+    let file = file.to_str().expect("path");
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["net", "apply", "--env", &env, "--pool", &pool];
+        args.extend_from_slice(extra);
+        args.push(file);
+        sb.ok(&args)
+    };
+    let out = apply(&[]);
     assert!(out.contains("4 services, 3 links (3 created"), "{out}");
     assert_eq!(mounts_under(&sb.root()).len(), 4);
 
@@ -84,16 +83,7 @@ fn apply_show_teardown() {
     );
     assert!(!app["relationships_env"].as_str().expect("env").is_empty());
     // Re-applying the same file changes nothing.
-    let again = sb.ok(&[
-        "net",
-        "apply",
-        "--env",
-        &env,
-        "--pool",
-        &pool,
-        "--json",
-        file.to_str().expect("path"),
-    ]);
+    let again = apply(&["--json"]);
     let again: serde_json::Value = serde_json::from_str(&again).expect("json");
     assert_eq!(again["kept_links"].as_array().expect("kept").len(), 3);
     assert!(again["created_links"]

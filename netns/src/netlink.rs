@@ -107,9 +107,14 @@ impl Netlink {
         self.exchange(msg, flags | NLM_F_ACK, End::Ack).map(drop)
     }
 
-    /// Dumps every object of a kind.
-    fn dump(&mut self, msg: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
-        self.exchange(msg, NLM_F_DUMP, End::Done)
+    /// Dumps every object of a kind, keeping the replies `pick` accepts.
+    fn dump<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        pick: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+    ) -> io::Result<Vec<T>> {
+        let replies = self.exchange(msg, NLM_F_DUMP, End::Done)?;
+        Ok(replies.into_iter().filter_map(pick).collect())
     }
 
     /// Brings interface `index` up.
@@ -215,45 +220,34 @@ impl Netlink {
 
     /// Every interface in this namespace.
     pub(crate) fn links(&mut self) -> io::Result<Vec<LinkMessage>> {
-        let replies = self.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
+        self.dump(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            |m| match m {
                 RouteNetlinkMessage::NewLink(l) => Some(l),
                 _ => None,
-            })
-            .collect())
+            },
+        )
     }
 
     /// Every IPv4 address in this namespace.
     pub(crate) fn addresses(&mut self) -> io::Result<Vec<AddressMessage>> {
         let mut msg = AddressMessage::default();
         msg.header.family = AddressFamily::Inet;
-        let replies = self.dump(RouteNetlinkMessage::GetAddress(msg))?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => Some(a),
-                _ => None,
-            })
-            .collect())
+        self.dump(RouteNetlinkMessage::GetAddress(msg), |m| match m {
+            RouteNetlinkMessage::NewAddress(a) => Some(a),
+            _ => None,
+        })
     }
 
     /// Every IPv4 route in this namespace's main table.
     pub(crate) fn routes(&mut self) -> io::Result<Vec<RouteMessage>> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = AddressFamily::Inet;
-        let replies = self.dump(RouteNetlinkMessage::GetRoute(msg))?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r)
-                    if r.header.table == RouteHeader::RT_TABLE_MAIN =>
-                {
-                    Some(r)
-                }
-                _ => None,
-            })
-            .collect())
+        self.dump(RouteNetlinkMessage::GetRoute(msg), |m| match m {
+            RouteNetlinkMessage::NewRoute(r) if r.header.table == RouteHeader::RT_TABLE_MAIN => {
+                Some(r)
+            }
+            _ => None,
+        })
     }
 }

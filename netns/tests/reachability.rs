@@ -39,7 +39,15 @@ fn declared_pairs_connect_and_nothing_else() {
         &p,
     );
     let env = Env::new();
+    let host_before = common::host_ifnames();
     let (plan, applied) = env.apply(&t, common::pool()).expect("apply");
+    let host_after = common::host_ifnames();
+    for name in &host_after {
+        assert!(
+            host_before.contains(name) || !services.contains(name),
+            "apply left {name} in the host namespace"
+        );
+    }
     assert_eq!(applied.created_services.len(), 7);
     assert_eq!(applied.created_links.len(), 7);
 

@@ -116,19 +116,19 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Interface names in the host's network namespace (from a netlink dump).
+/// The host network namespace's interfaces (from a netlink dump).
+fn host_links() -> Vec<kiln_netns::LiveLink> {
+    kiln_netns::inspect_netns(Path::new("/proc/self/ns/net")).expect("dump host namespace")
+}
+
+/// Interface names in the host's network namespace.
 pub fn host_ifnames() -> Vec<String> {
-    kiln_netns::inspect_netns(Path::new("/proc/self/ns/net"))
-        .expect("dump host links")
-        .into_iter()
-        .map(|l| l.ifname)
-        .collect()
+    host_links().into_iter().map(|l| l.ifname).collect()
 }
 
 /// The host namespace's IPv4 addresses.
 pub fn host_addresses() -> Vec<Ipv4Addr> {
-    kiln_netns::inspect_netns(Path::new("/proc/self/ns/net"))
-        .expect("dump host addresses")
+    host_links()
         .into_iter()
         .flat_map(|l| l.addresses)
         .filter_map(|a| a.split('/').next()?.parse().ok())
