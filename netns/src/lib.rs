@@ -7,7 +7,28 @@
 //! default route, no NAT, nothing in the host namespace. [`teardown`] removes it all.
 //!
 //! Namespace work never happens on the caller's thread: it runs on short-lived worker threads
-//! (the caller may be multi-threaded, or about to clone). Netlink is synchronous.
+//! (the caller may be multi-threaded, or about to clone). Netlink is synchronous. Each veth pair
+//! is created with both ends placed straight into their namespaces (`IFLA_NET_NS_FD` on each
+//! end) under their final names, so no interface ever appears in the host namespace.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! let root = Path::new("/run/kiln");
+//! let topology = kiln_netns::Topology::load(Path::new("topology.json"))?;
+//! let plan = kiln_netns::plan_for("main", &topology, kiln_netns::Pool::DEFAULT, root)?;
+//! kiln_netns::apply("main", &plan, root)?;
+//! let env_var = plan.relationships_env("app")?; // KILN_RELATIONSHIPS for app
+//! let hosts = plan.hosts("app")?; // its /etc/hosts
+//! // A socket opened inside app's namespace, handed back to this thread:
+//! let upstream = kiln_netns::with_netns(&kiln_netns::netns_path(root, "main", "app"), || {
+//!     std::net::TcpStream::connect("127.0.0.1:8080")
+//! })??;
+//! # drop((env_var, hosts, upstream));
+//! kiln_netns::teardown("main", root)?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod apply;
 mod error;
