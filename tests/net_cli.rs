@@ -138,3 +138,65 @@ fn bad_topology_is_named_and_leaves_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("10.0.0.1/24"), "{err}");
 }
+
+/// A ring of `n` services (names prefixed), each declaring the next, as JSON.
+fn ring_json(p: &str, n: usize) -> String {
+    let services: Vec<String> = (0..n).map(|i| format!("\"{p}s{i}\"")).collect();
+    let edges: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"from": "{p}s{i}", "name": "next", "to": "{p}s{}", "port": 80}}"#,
+                (i + 1) % n
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"services": [{}], "edges": [{}]}}"#,
+        services.join(", "),
+        edges.join(", ")
+    )
+}
+
+/// An apply killed at any point is finished by the next apply and cleaned by teardown.
+#[test]
+fn killed_apply_converges_and_tears_down() {
+    let sb = Sandbox::new();
+    let p = unique("k").replace('-', "x");
+    let file = sb.dir.path().join("ring.json");
+    std::fs::write(&file, ring_json(&p, 30)).expect("write topology");
+    let file = file.to_str().expect("path");
+    for delay_ms in [2, 10, 25] {
+        let env = unique("e");
+        let mut child = sb
+            .kiln()
+            .args(["net", "apply", "--env", &env, file])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn kiln");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().expect("wait");
+
+        let out = sb.ok(&["net", "apply", "--env", &env, "--json", file]);
+        let applied: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let made = applied["created_links"].as_array().expect("created").len();
+        let kept = applied["kept_links"].as_array().expect("kept").len();
+        assert_eq!(made + kept, 30, "after a kill at {delay_ms} ms: {out}");
+        eprintln!("killed after {delay_ms} ms: {kept} links had been made, {made} made now");
+        let status: serde_json::Value =
+            serde_json::from_str(&sb.ok(&["net", "show", "--env", &env, "--json"])).expect("json");
+        for s in status["services"].as_array().expect("services") {
+            let veths = s["links"]
+                .as_array()
+                .expect("links")
+                .iter()
+                .filter(|l| l["kind"] == "veth" && l["up"] == true)
+                .count();
+            assert_eq!(veths, 2, "{s}");
+        }
+
+        sb.ok(&["net", "teardown", "--env", &env]);
+        assert!(mounts_under(&sb.root()).is_empty());
+        assert!(!sb.root().join("netns").join(&env).exists());
+    }
+}
