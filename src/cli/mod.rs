@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
 mod net;
+mod router;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Declared-only networking: namespaces and veth links between declared services.
     #[command(subcommand)]
     Net(net::NetCommand),
+    /// An environment's router process (internal: started by deploy and `kiln env router`).
+    #[command(hide = true)]
+    Router(router::RouterArgs),
 }
 
 /// Parses the command line, runs the command and turns its result into an exit code.
@@ -58,5 +62,6 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Net(cmd) => net::run(&cli.global, cmd),
+        Command::Router(args) => router::run(&cli.global, args),
     }
 }
