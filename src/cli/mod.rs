@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
+mod env;
 mod net;
 mod router;
 
@@ -52,6 +53,9 @@ pub enum Command {
     /// Declared-only networking: namespaces and veth links between declared services.
     #[command(subcommand)]
     Net(net::NetCommand),
+    /// Environments: list, status, destroy, and drive their router.
+    #[command(subcommand)]
+    Env(env::EnvCommand),
     /// An environment's router process (internal: started by deploy and `kiln env router`).
     #[command(hide = true)]
     Router(router::RouterArgs),
@@ -62,6 +66,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Net(cmd) => net::run(&cli.global, cmd),
+        Command::Env(cmd) => env::run(&cli.global, cmd),
         Command::Router(args) => router::run(&cli.global, args),
     }
 }

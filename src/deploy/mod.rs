@@ -11,10 +11,15 @@
 
 pub mod atomic;
 pub mod endpoint;
+pub mod env_state;
+pub mod env_status;
 pub mod error;
+pub mod health;
 pub mod layout;
 pub mod process;
 pub mod router;
+pub mod teardown;
+pub mod volumes;
 
 pub use endpoint::Endpoint;
 pub use error::DeployError;

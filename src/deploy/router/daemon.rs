@@ -26,6 +26,12 @@ const LOG_TAIL: usize = 10;
 /// --detach`; returns once it listens.
 pub fn start(kiln_bin: &Path, config: &RouterConfig) -> Result<RouterInfo, DeployError> {
     layout::validate_env(&config.env)?;
+    if let Some(running) = running(&config.runtime_root, &config.env)? {
+        return Err(DeployError::RouterRunning {
+            env: config.env.clone(),
+            pid: running.process.pid,
+        });
+    }
     let mut cmd = Command::new(kiln_bin);
     cmd.arg("--root")
         .arg(&config.runtime_root)
@@ -49,11 +55,9 @@ pub fn start(kiln_bin: &Path, config: &RouterConfig) -> Result<RouterInfo, Deplo
         message,
     };
     if !out.status.success() {
-        return Err(fail(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why = stderr.trim().trim_start_matches("kiln router: ");
+        return Err(fail(format!("{}: {why}", out.status)));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| {
         fail(format!(
