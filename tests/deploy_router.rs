@@ -7,16 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploy_support::{load, AppServer, Client, TestEnv};
+use deploy_support::{app_in, load, via, Client, TestEnv};
 use kiln::deploy::router::daemon;
 
 #[test]
 fn router_proxies_to_an_app_inside_its_netns_over_keep_alive() {
     let env = TestEnv::with_netns(&["app"]);
-    let _app = AppServer::start_in(&env.netns("app"), "v1");
+    let _app = app_in(&env.netns("app"), "v1");
     let upstream = env.app("app").to_string();
     let addr = env.start_router(&["--upstream", &upstream]);
-    let mut c = Client::new(addr);
+    let mut c = Client::new(via(addr));
     for i in 0..20 {
         let body = "x".repeat(i * 100);
         assert_eq!(
@@ -33,11 +33,11 @@ fn router_proxies_to_an_app_inside_its_netns_over_keep_alive() {
 #[test]
 fn a_swap_under_keep_alive_load_loses_no_request() {
     let env = TestEnv::with_netns(&["v1", "v2"]);
-    let _v1 = AppServer::start_in(&env.netns("v1"), "v1");
-    let _v2 = AppServer::start_in(&env.netns("v2"), "v2");
+    let _v1 = app_in(&env.netns("v1"), "v1");
+    let _v2 = app_in(&env.netns("v2"), "v2");
     let addr = env.start_router(&["--upstream", &env.app("v1").to_string()]);
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(addr, 8, &stop);
+    let clients = load(&via(addr), 8, &stop);
     std::thread::sleep(Duration::from_millis(300));
     let mut ctl = env.control();
     assert!(
@@ -87,7 +87,7 @@ fn a_held_request_is_served_after_release_even_if_the_app_comes_up_late() {
     let env = TestEnv::with_netns(&["app"]);
     // A first deploy: the router starts held, with no upstream yet.
     let addr = env.start_router(&["--hold"]);
-    let pending = std::thread::spawn(move || Client::new(addr).request("/first", ""));
+    let pending = std::thread::spawn(move || Client::new(via(addr)).request("/first", ""));
     let mut ctl = env.control();
     while ctl.status().expect("status").gate.waiting == 0 {
         std::thread::sleep(Duration::from_millis(5));
@@ -96,7 +96,7 @@ fn a_held_request_is_served_after_release_even_if_the_app_comes_up_late() {
     assert_eq!(ctl.release().expect("release"), 1);
     // The app listens only after the release: the router retries the refused connects.
     std::thread::sleep(Duration::from_millis(200));
-    let _app = AppServer::start_in(&env.netns("app"), "v1");
+    let _app = app_in(&env.netns("app"), "v1");
     assert_eq!(pending.join().expect("client"), Ok((200, "v1 0".into())));
     let st = ctl.status().expect("status");
     assert_eq!(
@@ -111,7 +111,7 @@ fn an_upstream_that_never_answers_gets_a_502_naming_it() {
     let env = TestEnv::with_netns(&["app"]);
     let upstream = env.app("app").to_string();
     let addr = env.start_router(&["--upstream", &upstream, "--retry-ms", "100"]);
-    let (status, body) = Client::new(addr).request("/", "").expect("an answer");
+    let (status, body) = Client::new(via(addr)).request("/", "").expect("an answer");
     assert_eq!(status, 502);
     assert!(
         body.contains(&upstream) && body.contains("ECONNREFUSED"),

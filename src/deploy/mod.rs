@@ -16,6 +16,7 @@ pub mod env_status;
 pub mod error;
 pub mod health;
 pub mod layout;
+pub mod loadgen;
 pub mod process;
 pub mod router;
 pub mod teardown;
