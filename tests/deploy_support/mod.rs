@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+// Each test crate uses a different part of these fixtures.
+#[allow(unused_imports)]
 pub use kiln::deploy::loadgen::{load, Client, NameApp};
 use kiln::deploy::router::client::RouterClient;
 use kiln::deploy::Endpoint;

@@ -9,6 +9,8 @@ use super::gate::{Gate, Outcome, Ticket};
 use super::http::{self, BodyLength, Head, HttpError};
 use super::upstream::Conn;
 
+/// Largest request body read in full before sending (so the request can be replayed).
+const MAX_REPLAY: u64 = 64 * 1024;
 /// Side names used in errors.
 const CLIENT: &str = "client";
 /// Side names used in errors.
@@ -136,40 +138,36 @@ fn exchange(
         head.remove("connection");
         head.remove("keep-alive");
     }
-    let request = head.to_bytes();
+    let mut request = head.to_bytes();
+    if expect_continue && body != BodyLength::Empty {
+        continue_client(client)?;
+    }
+    // A small body is read in full first, so the request can be replayed on a fresh
+    // connection if a kept-alive one turns out closed; a large or chunked one is streamed.
+    let mut streamed = body;
+    if let BodyLength::Fixed(n) = body {
+        if n <= MAX_REPLAY {
+            http::relay_body(body, &mut client.reader, &mut request, CLIENT, UPSTREAM)
+                .map_err(|_| Failure::Client)?;
+            streamed = BodyLength::Empty;
+        }
+    }
     let deadline = Instant::now() + retry;
-    let mut body_sent = false;
     let (up, response) = loop {
         let (mut up, reused) = ticket
             .upstream
             .checkout(deadline)
             .map_err(|e| Failure::Upstream(e.to_string()))?;
-        if let Err(e) = up.get_mut().write_all(&request) {
-            if reused {
-                continue;
-            }
-            return Err(Failure::Upstream(format!("{UPSTREAM}: {e}")));
-        }
-        if body != BodyLength::Empty && !body_sent {
-            if expect_continue {
-                client
-                    .writer
-                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    .and_then(|()| client.writer.flush())
-                    .map_err(|_| Failure::Client)?;
-            }
-            body_sent = true;
-            http::relay_body(body, &mut client.reader, up.get_mut(), CLIENT, UPSTREAM).map_err(
-                |e| match Failure::from(e) {
-                    Failure::Client => Failure::Client,
-                    _ => Failure::Broken,
-                },
-            )?;
+        let replayable = reused && streamed == BodyLength::Empty;
+        match send(&mut up, &request, streamed, client) {
+            Ok(()) => {}
+            Err(Failure::Upstream(_)) if replayable => continue,
+            Err(e) => return Err(e),
         }
         match read_final_head(&mut up, client) {
             Ok(Some(h)) => break (up, h),
             // A kept-alive connection the upstream closed meanwhile: try a fresh one.
-            Ok(None) | Err(HttpError::Io { .. }) if reused && !body_sent => continue,
+            Ok(None) | Err(HttpError::Io { .. }) if replayable => continue,
             Ok(None) => {
                 return Err(Failure::Upstream(
                     "upstream closed without answering".into(),
@@ -184,6 +182,37 @@ fn exchange(
         return Ok(false);
     }
     respond(ticket, &method, client_keeps, response, up, client)
+}
+
+/// Tells the client to send its body (the router stripped `Expect` from the request).
+fn continue_client(client: &mut Client) -> Result<(), Failure> {
+    client
+        .writer
+        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+        .and_then(|()| client.writer.flush())
+        .map_err(|_| Failure::Client)
+}
+
+/// Writes the request (head and any buffered body) and streams the rest of the body, in as
+/// few writes as possible.
+fn send(
+    up: &mut Conn,
+    request: &[u8],
+    streamed: BodyLength,
+    client: &mut Client,
+) -> Result<(), Failure> {
+    let upstream_err = |e: std::io::Error| Failure::Upstream(format!("{UPSTREAM}: {e}"));
+    let mut w = BufWriter::with_capacity(16 * 1024, up.get_ref());
+    w.write_all(request).map_err(upstream_err)?;
+    if streamed != BodyLength::Empty {
+        http::relay_body(streamed, &mut client.reader, &mut w, CLIENT, UPSTREAM).map_err(|e| {
+            match Failure::from(e) {
+                Failure::Client => Failure::Client,
+                _ => Failure::Broken,
+            }
+        })?;
+    }
+    w.flush().map_err(upstream_err)
 }
 
 /// Relays the response head and body; pools the upstream connection when it can be reused.
