@@ -1,6 +1,5 @@
 //! `kiln env`: list, inspect and destroy environments; drive an environment's router.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,9 +8,10 @@ use clap::Subcommand;
 use kiln::deploy::env_state::{self, EnvState};
 use kiln::deploy::env_status::{self, EnvStatus};
 use kiln::deploy::router::client::RouterClient;
-use kiln::deploy::router::{self, daemon, RouterConfig};
+use kiln::deploy::router::daemon;
 use kiln::deploy::{teardown, Endpoint};
 
+use super::router::RouterOpts;
 use super::Global;
 
 /// `kiln env` subcommands.
@@ -49,20 +49,7 @@ pub enum EnvCommand {
 #[derive(Debug, Subcommand)]
 pub enum RouterAction {
     /// Start the router (detached); prints its address.
-    Start {
-        /// Host address to listen on (port 0: any free port).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// Upstream: IP:PORT, or IP:PORT@NETNS_PATH.
-        #[arg(long)]
-        upstream: Option<Endpoint>,
-        /// Start holding requests until `release`.
-        #[arg(long)]
-        hold: bool,
-        /// How long a refusing upstream is retried before answering 502, in milliseconds.
-        #[arg(long, default_value_t = router::DEFAULT_RETRY.as_millis() as u64)]
-        retry_ms: u64,
-    },
+    Start(RouterOpts),
     /// Hold new requests; returns once in-flight requests finished (or the drain timeout).
     Hold {
         /// Longest wait for in-flight requests, in milliseconds.
@@ -84,13 +71,7 @@ pub enum RouterAction {
 
 /// Runs a `kiln env` subcommand.
 pub fn run(global: &Global, cmd: EnvCommand) -> ExitCode {
-    match dispatch(global, cmd) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kiln env: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::finish("env", dispatch(global, cmd))
 }
 
 /// Calls the library and prints.
@@ -142,20 +123,8 @@ fn router_action(global: &Global, env: &str, action: RouterAction) -> Result<()>
     let root = &global.root;
     let client = || RouterClient::connect(root, env);
     match action {
-        RouterAction::Start {
-            listen,
-            upstream,
-            hold,
-            retry_ms,
-        } => {
-            let config = RouterConfig {
-                env: env.to_string(),
-                runtime_root: root.clone(),
-                listen,
-                upstream,
-                held: hold,
-                retry: Duration::from_millis(retry_ms),
-            };
+        RouterAction::Start(opts) => {
+            let config = opts.config(global, env);
             let exe = std::env::current_exe().context("locating the kiln binary")?;
             let info = daemon::start(&exe, &config)?;
             EnvState::update(root, env, |s| {

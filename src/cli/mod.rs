@@ -61,6 +61,18 @@ pub enum Command {
     Router(router::RouterArgs),
 }
 
+/// Reports a command's error (with its causes) under `kiln AREA:` and turns the result into
+/// an exit code.
+pub(crate) fn finish(area: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln {area}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the command line, runs the command and turns its result into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -11,12 +11,9 @@ use kiln::deploy::Endpoint;
 
 use super::Global;
 
-/// `kiln router` arguments.
-#[derive(Debug, clap::Args)]
-pub struct RouterArgs {
-    /// Environment name.
-    #[arg(long)]
-    env: String,
+/// How a router is set up: shared by `kiln router` and `kiln env router ENV start`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RouterOpts {
     /// Host address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -29,6 +26,30 @@ pub struct RouterArgs {
     /// How long a refusing upstream is retried before answering 502, in milliseconds.
     #[arg(long, default_value_t = router::DEFAULT_RETRY.as_millis() as u64)]
     retry_ms: u64,
+}
+
+impl RouterOpts {
+    /// The router config for `env` under the runtime root of `global`.
+    pub fn config(self, global: &Global, env: &str) -> RouterConfig {
+        RouterConfig {
+            env: env.to_string(),
+            runtime_root: global.root.clone(),
+            listen: self.listen,
+            upstream: self.upstream,
+            held: self.hold,
+            retry: Duration::from_millis(self.retry_ms),
+        }
+    }
+}
+
+/// `kiln router` arguments.
+#[derive(Debug, clap::Args)]
+pub struct RouterArgs {
+    /// Environment name.
+    #[arg(long)]
+    env: String,
+    #[command(flatten)]
+    opts: RouterOpts,
     /// Fork into the background; print the router's record as JSON once it listens.
     #[arg(long)]
     detach: bool,
@@ -36,25 +57,12 @@ pub struct RouterArgs {
 
 /// Runs the router (in the foreground, or detached).
 pub fn run(global: &Global, args: RouterArgs) -> ExitCode {
-    match dispatch(global, args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kiln router: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    super::finish("router", dispatch(global, args))
 }
 
 /// Builds the config and runs it.
 fn dispatch(global: &Global, args: RouterArgs) -> Result<()> {
-    let config = RouterConfig {
-        env: args.env,
-        runtime_root: global.root.clone(),
-        listen: args.listen,
-        upstream: args.upstream,
-        held: args.hold,
-        retry: Duration::from_millis(args.retry_ms),
-    };
+    let config = args.opts.config(global, &args.env);
     if args.detach {
         let info = daemon::run_detached(&config)?;
         println!("{}", serde_json::to_string(&info)?);

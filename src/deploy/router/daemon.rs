@@ -67,6 +67,15 @@ pub fn start(kiln_bin: &Path, config: &RouterConfig) -> Result<RouterInfo, Deplo
     })
 }
 
+/// The running router of `config.env`, or a new one started with `config` (`true`: started
+/// now). A deploy calls this first, with `held: true` for a first deploy.
+pub fn ensure(kiln_bin: &Path, config: &RouterConfig) -> Result<(RouterInfo, bool), DeployError> {
+    match running(&config.runtime_root, &config.env)? {
+        Some(info) => Ok((info, false)),
+        None => Ok((start(kiln_bin, config)?, true)),
+    }
+}
+
 /// Forks: the child becomes the detached router (it never returns from here); the parent
 /// returns the child's [`RouterInfo`] once it listens. Call it only while this process has a
 /// single thread (straight from `main`).
