@@ -24,7 +24,7 @@ fn router_proxies_to_an_app_inside_its_netns_over_keep_alive() {
             Ok((200, format!("v1 {}", body.len())))
         );
     }
-    let st = env.control().status().expect("status");
+    let st = env.settled();
     assert_eq!((st.gate.served, st.gate.failed), (20, 0));
     assert_eq!(st.gate.connections, 1, "one client connection kept alive");
     assert_eq!(st.gate.upstream.as_deref(), Some(upstream.as_str()));
@@ -54,7 +54,7 @@ fn a_swap_under_keep_alive_load_loses_no_request() {
         .into_iter()
         .map(|c| c.join().expect("client"))
         .collect();
-    let st = ctl.status().expect("status");
+    let st = env.settled();
     let ok: u64 = results.iter().map(|r| r.ok).sum();
     let failed: u64 = results.iter().map(|r| r.failed).sum();
     let longest = results.iter().map(|r| r.longest).max().unwrap_or_default();
@@ -98,7 +98,7 @@ fn a_held_request_is_served_after_release_even_if_the_app_comes_up_late() {
     std::thread::sleep(Duration::from_millis(200));
     let _app = app_in(&env.netns("app"), "v1");
     assert_eq!(pending.join().expect("client"), Ok((200, "v1 0".into())));
-    let st = ctl.status().expect("status");
+    let st = env.settled();
     assert_eq!(
         (st.gate.served, st.gate.failed, st.gate.held_total),
         (1, 0, 1)
@@ -117,7 +117,7 @@ fn an_upstream_that_never_answers_gets_a_502_naming_it() {
         body.contains(&upstream) && body.contains("ECONNREFUSED"),
         "{body}"
     );
-    assert_eq!(env.control().status().expect("status").gate.failed, 1);
+    assert_eq!(env.settled().gate.failed, 1);
 }
 
 #[test]

@@ -188,6 +188,6 @@ fn bodies_of_every_framing_cross_the_router_intact() {
     let mut bad = Raw::new(addr);
     bad.send(b"GET / HTTP/1.1\r\nno colon\r\n\r\n");
     assert_eq!(bad.response("GET").0.status(), 400);
-    let st = env.control().status().expect("status");
+    let st = env.settled();
     assert_eq!((st.gate.served, st.gate.failed), (7, 0), "{st:?}");
 }

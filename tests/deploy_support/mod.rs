@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 #[allow(unused_imports)]
 pub use kiln::deploy::loadgen::{load, Client, NameApp};
 use kiln::deploy::router::client::RouterClient;
+use kiln::deploy::router::protocol::RouterStatus;
 use kiln::deploy::Endpoint;
 
 #[path = "../common/mod.rs"]
@@ -85,6 +86,20 @@ impl TestEnv {
     /// A control connection to the router.
     pub fn control(&self) -> RouterClient {
         RouterClient::connect(&self.root(), &self.name).expect("router control socket")
+    }
+
+    /// The router's status once no request is in flight (a client has its answer a moment
+    /// before the router has counted it).
+    pub fn settled(&self) -> RouterStatus {
+        let mut ctl = self.control();
+        for _ in 0..1000 {
+            let st = ctl.status().expect("status");
+            if st.gate.in_flight == 0 {
+                return st;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        panic!("requests still in flight after 2 s");
     }
 }
 

@@ -86,25 +86,20 @@ fn next_request(gate: &Gate, client: &mut Client, retry: Duration) -> Option<boo
         return Some(false);
     };
     let result = exchange(&ticket, head, body, client, retry);
+    // Counted before the ticket ends: once nothing is in flight, every count is in.
+    gate.record(match &result {
+        Ok(_) => Outcome::Served,
+        Err(Failure::Upstream(_) | Failure::Broken) => Outcome::Failed,
+        Err(Failure::Client) => Outcome::Aborted,
+    });
     drop(ticket);
     match result {
-        Ok(keep) => {
-            gate.record(Outcome::Served);
-            Some(keep)
-        }
+        Ok(keep) => Some(keep),
         Err(Failure::Upstream(why)) => {
             reply_error(client, 502, "Bad Gateway", &why);
-            gate.record(Outcome::Failed);
             Some(false)
         }
-        Err(Failure::Broken) => {
-            gate.record(Outcome::Failed);
-            Some(false)
-        }
-        Err(Failure::Client) => {
-            gate.record(Outcome::Aborted);
-            Some(false)
-        }
+        Err(Failure::Broken | Failure::Client) => Some(false),
     }
 }
 
