@@ -184,3 +184,31 @@ fn bad_router_input_is_refused_by_name_and_leaves_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn of_routers_started_at_once_for_one_env_exactly_one_runs() {
+    let env = TestEnv::with_netns(&[]);
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            env.sandbox
+                .kiln()
+                .args(["env", "router", &env.name, "start"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn kiln")
+        })
+        .collect();
+    let outs: Vec<_> = starts
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    let won = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(won, 1, "{outs:?}");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("already has a router"), "{err}");
+    }
+    let st = env.settled();
+    assert_eq!(st.env, env.name);
+}

@@ -67,14 +67,8 @@ fn dispatch(global: &Global, args: RouterArgs) -> Result<()> {
         let info = daemon::run_detached(&config)?;
         println!("{}", serde_json::to_string(&info)?);
     } else {
-        router::run(&config, |info| {
-            eprintln!(
-                "kiln router: env {} listening on {} (control {})",
-                info.env,
-                info.listen,
-                info.socket.display()
-            );
-        })?;
+        // The router reports where it listens on stderr itself.
+        router::run(&config, |_| {})?;
     }
     Ok(())
 }

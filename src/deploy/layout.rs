@@ -6,6 +6,7 @@
 //! $KILN_RUNTIME/envs/<env>/router.pid     the router's pid
 //! $KILN_RUNTIME/envs/<env>/router.json    the router's pid, start time and listen address
 //! $KILN_RUNTIME/envs/<env>/router.log     the router's stdout/stderr
+//! $KILN_RUNTIME/envs/<env>/router.lock    flock held by the running router
 //! $KILN_RUNTIME/envs/<env>.lock           flock held while the record is changed
 //! $KILN_STORE/volumes/<env>/<volume>/      persistent mounts
 //! $KILN_STORE/tmp/                         scratch for volume clones (rename is the commit)
@@ -41,6 +42,11 @@ pub fn router_socket(runtime_root: &Path, env: &str) -> PathBuf {
 /// The router's pid file.
 pub fn router_pid_file(runtime_root: &Path, env: &str) -> PathBuf {
     env_dir(runtime_root, env).join("router.pid")
+}
+
+/// The lock a running router holds for its whole life.
+pub fn router_lock(runtime_root: &Path, env: &str) -> PathBuf {
+    env_dir(runtime_root, env).join("router.lock")
 }
 
 /// The router's own record (pid, start time, listen address).

@@ -182,6 +182,7 @@ pub fn stop(runtime_root: &Path, env: &str, grace: Duration) -> Result<bool, Dep
         layout::router_pid_file(runtime_root, env),
         layout::router_record(runtime_root, env),
         layout::router_log(runtime_root, env),
+        layout::router_lock(runtime_root, env),
     ] {
         atomic::remove_file(&path)?;
     }

@@ -25,6 +25,10 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use std::fs::{File, OpenOptions};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 use serde::{Deserialize, Serialize};
 
@@ -104,14 +108,9 @@ pub fn run(config: &RouterConfig, ready: impl FnOnce(&RouterInfo)) -> Result<(),
     let env = &config.env;
     let dir = layout::env_dir(root, env);
     std::fs::create_dir_all(&dir).map_err(|e| DeployError::io("creating", &dir, e))?;
-    if let Some(running) = daemon::running(root, env)? {
-        if running.process.pid != std::process::id() {
-            return Err(DeployError::RouterRunning {
-                env: env.clone(),
-                pid: running.process.pid,
-            });
-        }
-    }
+    // Held for the router's life: a second router of the environment is refused, and the
+    // kernel lets go of it whenever this process ends.
+    let _lock = lock(config)?;
     let listener = TcpListener::bind(config.listen)
         .map_err(|e| DeployError::io("listening on", config.listen.to_string(), e))?;
     let listen = listener
@@ -167,11 +166,40 @@ pub fn run(config: &RouterConfig, ready: impl FnOnce(&RouterInfo)) -> Result<(),
             let _ = stop_tx.send(());
         }
     });
+    eprintln!(
+        "kiln router: env {env} listening on {listen}, upstream {}, {}",
+        config
+            .upstream
+            .as_ref()
+            .map_or("none yet".to_string(), ToString::to_string),
+        if config.held { "holding" } else { "open" }
+    );
     ready(&info);
     // Either a stop arrives or every sender is gone: both end the router.
     let _ = stop_rx.recv();
     remove_files(config);
     Ok(())
+}
+
+/// Takes the environment's router lock without waiting.
+fn lock(config: &RouterConfig) -> Result<Flock<File>, DeployError> {
+    let path = layout::router_lock(&config.runtime_root, &config.env);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| DeployError::io("opening", &path, e))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        Errno::EWOULDBLOCK => DeployError::RouterRunning {
+            env: config.env.clone(),
+            pid: daemon::recorded(&config.runtime_root, &config.env)
+                .ok()
+                .flatten()
+                .map_or(0, |i| i.process.pid),
+        },
+        e => DeployError::sys("flock", path.display(), e),
+    })
 }
 
 /// Accepts client connections, one thread each.

@@ -9,6 +9,8 @@ use super::gate::{Gate, Outcome, Ticket};
 use super::http::{self, BodyLength, Head, HttpError};
 use super::upstream::Conn;
 
+/// How long a client connection may stay silent (between requests or mid-request).
+const CLIENT_IDLE: Duration = Duration::from_secs(300);
 /// Largest request body read in full before sending (so the request can be replayed).
 const MAX_REPLAY: u64 = 64 * 1024;
 /// Side names used in errors.
@@ -45,8 +47,9 @@ struct Client {
 /// is retried before the request is answered 502.
 pub fn serve(gate: &Gate, stream: TcpStream, retry: Duration) {
     gate.connection();
-    // Best effort: a socket option that cannot be set only costs latency.
+    // Best effort: a socket option that cannot be set only costs latency (or an idle thread).
     let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(CLIENT_IDLE));
     let Ok(write_half) = stream.try_clone() else {
         return;
     };
