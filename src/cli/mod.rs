@@ -1,5 +1,7 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
+mod net;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,10 +47,16 @@ pub struct Cli {
 
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Declared-only networking: namespaces and veth links between declared services.
+    #[command(subcommand)]
+    Net(net::NetCommand),
+}
 
 /// Parses the command line, runs the command and turns its result into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Net(cmd) => net::run(&cli.global, cmd),
+    }
 }
