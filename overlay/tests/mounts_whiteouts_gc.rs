@@ -131,7 +131,7 @@ fn gc_removes_only_what_no_ref_reaches_and_fsck_finds_damage() {
     let only_c = layer_of(&store, &t.path().join("c"), &[("c", "c")]);
     let a = image_of(&store, &[shared.clone(), only_a.clone()], "a");
     let b = image_of(&store, &[shared.clone(), only_b.clone()], "b");
-    let c = image_of(&store, &[only_c.clone()], "c");
+    let c = image_of(&store, std::slice::from_ref(&only_c), "c");
     for img in [&a, &b, &c] {
         store.prepare_snapshots(img).unwrap();
     }
