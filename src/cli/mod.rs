@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
 mod net;
+mod image;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ pub enum Command {
     /// Declared-only networking: namespaces and veth links between declared services.
     #[command(subcommand)]
     Net(net::NetCommand),
+    /// The image store: import, ls, inspect, export, rm, gc, fsck, mount.
+    Image(image::ImageCmd),
 }
 
 /// Parses the command line, runs the command and turns its result into an exit code.
@@ -58,5 +61,6 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Net(cmd) => net::run(&cli.global, cmd),
+        Command::Image(cmd) => image::main(&cli.global, cmd),
     }
 }
