@@ -1,5 +1,7 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
+mod container;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,10 +47,16 @@ pub struct Cli {
 
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// The OCI runtime (runc's command line).
+    #[command(flatten)]
+    Runtime(container::RuntimeCommand),
+}
 
 /// Parses the command line, runs the command and turns its result into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Runtime(c) => container::main(&cli.global, c),
+    }
 }
