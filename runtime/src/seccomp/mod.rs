@@ -224,7 +224,7 @@ mod tests {
         let p: LinuxSeccomp = serde_json::from_str(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
                 {"names":["getcwd"],"action":"SCMP_ACT_ERRNO","errnoRet":1},
-                {"names":["personality"],"action":"SCMP_ACT_ERRNO",
+                {"names":["personality"],"action":"SCMP_ACT_ERRNO","errnoRet":22,
                  "args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]}]}"#,
         )
         .expect("profile parses");
