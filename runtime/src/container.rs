@@ -183,6 +183,16 @@ impl Runtime {
         if unsafe { libc::mkfifo(cfifo.as_ptr(), 0o622) } != 0 {
             return Err(std::io::Error::last_os_error()).at("mkfifo", &fifo);
         }
+        if plan.new_userns {
+            // The init opens the fifo as the container's root: give it to that user.
+            let host = |m: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+                m.and_then(|v| v.iter().find(|e| e.container_id() == 0))
+                    .map(|e| e.host_id())
+            };
+            let uid = host(linux.and_then(|l| l.uid_mappings().as_ref()));
+            let gid = host(linux.and_then(|l| l.gid_mappings().as_ref()));
+            std::os::unix::fs::chown(&fifo, uid, gid).at("chown", &fifo)?;
+        }
         let console = match (&opts.console_socket, terminal) {
             (Some(p), true) => Some(UnixStream::connect(p).at("connecting to console socket", p)?),
             _ => None,

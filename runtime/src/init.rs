@@ -113,8 +113,11 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
             .any(|j| j.flag == libc::CLONE_NEWUSER);
     let propagation = linux.and_then(|l| l.rootfs_propagation().as_deref());
     let mounts = spec.mounts().as_deref().unwrap_or(&[]);
-    if a.plan.has_mntns {
-        rootfs::prepare_root(a.rootfs, propagation)?;
+    // Without a mount namespace the mounts land in the runtime's namespace (as with runc).
+    {
+        if a.plan.has_mntns {
+            rootfs::prepare_root(a.rootfs, propagation)?;
+        }
         let ctx = MountCtx {
             rootfs: a.rootfs,
             bundle: a.bundle,
