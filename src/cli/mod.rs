@@ -1,7 +1,8 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
-mod net;
+mod container;
 mod image;
+mod net;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ pub enum Command {
     Net(net::NetCommand),
     /// The image store: import, ls, inspect, export, rm, gc, fsck, mount.
     Image(image::ImageCmd),
+    /// The OCI runtime (runc's command line).
+    #[command(flatten)]
+    Runtime(container::RuntimeCommand),
 }
 
 /// Parses the command line, runs the command and turns its result into an exit code.
@@ -62,5 +66,6 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Net(cmd) => net::run(&cli.global, cmd),
         Command::Image(cmd) => image::main(&cli.global, cmd),
+        Command::Runtime(c) => container::main(&cli.global, c),
     }
 }
