@@ -80,6 +80,7 @@ pub fn apply(env: &str, plan: &Plan, runtime_root: &Path) -> Result<Applied, Net
             if !had_record {
                 // Only empties go: a fresh env that failed leaves no dir behind.
                 let _ = std::fs::remove_dir(&dir);
+                state::remove_lock(runtime_root, env);
             }
             return Err(undone);
         }

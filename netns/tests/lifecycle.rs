@@ -292,3 +292,23 @@ fn join_and_connect(netns: &Path, ip: std::net::Ipv4Addr, port: u16) -> i32 {
         }
     }
 }
+
+#[test]
+fn changing_the_pool_readdresses_every_link() {
+    let p = common::prefix();
+    let env = Env::new();
+    let t = six(&p);
+    env.apply(&t, common::pool()).expect("apply");
+    let pool2 = common::pool();
+    let (plan2, applied) = env.apply(&t, pool2).expect("re-apply in another pool");
+    assert!(applied.kept_links.is_empty(), "{applied:?}");
+    assert_eq!(applied.created_links.len(), plan2.links.len());
+    let prefix = pool2.to_string();
+    let prefix = prefix.rsplit_once('.').expect("dotted").0;
+    let now = veths(&env);
+    assert_eq!(now.len(), plan2.links.len() * 2);
+    for l in now.values() {
+        assert_eq!(l.addresses.len(), 1, "{l:?}");
+        assert!(l.addresses[0].starts_with(prefix), "{l:?} not in {pool2}");
+    }
+}

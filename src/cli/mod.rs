@@ -1,6 +1,8 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
+mod container;
 mod env;
+mod image;
 mod net;
 mod router;
 
@@ -53,6 +55,11 @@ pub enum Command {
     /// Declared-only networking: namespaces and veth links between declared services.
     #[command(subcommand)]
     Net(net::NetCommand),
+    /// The image store: import, ls, inspect, export, rm, gc, fsck, mount.
+    Image(image::ImageCmd),
+    /// The OCI runtime (runc's command line).
+    #[command(flatten)]
+    Runtime(container::RuntimeCommand),
     /// Environments: list, status, destroy, and drive their router.
     #[command(subcommand)]
     Env(env::EnvCommand),
@@ -78,6 +85,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Net(cmd) => net::run(&cli.global, cmd),
+        Command::Image(cmd) => image::main(&cli.global, cmd),
+        Command::Runtime(c) => container::main(&cli.global, c),
         Command::Env(cmd) => env::run(&cli.global, cmd),
         Command::Router(args) => router::run(&cli.global, args),
     }
