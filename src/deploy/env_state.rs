@@ -52,6 +52,10 @@ pub struct ServiceState {
     pub image: String,
     /// The image's manifest digest.
     pub digest: String,
+    /// A key of the service's run-time config (start command, env, relationships, mounts,
+    /// hooks): a change needs a redeploy even when the image is the same.
+    #[serde(default)]
+    pub config_key: String,
     /// The running container's id.
     #[serde(default)]
     pub container_id: Option<String>,

@@ -2,6 +2,7 @@
 //! crates by the `kiln deploy` / `kiln env` commands.
 //!
 //! The pieces the deploy orchestration calls, in the order a deploy uses them:
+//! - [`changes`]: which services to keep, replace, start and stop (digest + config key).
 //! - [`router`]: the environment's ingress process; [`router::daemon::start`] it, then
 //!   [`router::client::RouterClient`] `hold` → `switch` → `release` around the swap.
 //! - [`volumes`]: persistent mounts under `$KILN_STORE/volumes/<env>/`, cloned from a parent
@@ -54,6 +55,7 @@
 //! ```
 
 pub mod atomic;
+pub mod changes;
 pub mod endpoint;
 pub mod env_state;
 pub mod env_status;
