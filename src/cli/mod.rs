@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod vendor;
+
 /// Options every kiln command accepts (runc's global flags among them).
 #[derive(Debug, clap::Args)]
 pub struct Global {
@@ -45,10 +47,16 @@ pub struct Cli {
 
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Base images from Debian packages (vendor-images/ recipes).
+    #[command(subcommand)]
+    Vendor(vendor::VendorCommand),
+}
 
 /// Parses the command line, runs the command and turns its result into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Vendor(c) => vendor::run(&cli.global, c),
+    }
 }
