@@ -1,0 +1,140 @@
+//! The crate's error type: every variant names what is wrong (path, entry, digest, ref).
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong on disk, in a document, or in a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The operation ("open", "rename", ...).
+        op: &'static str,
+        /// The path it was applied to.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call failed.
+    #[error("{syscall} {}: {errno}", path.display())]
+    Sys {
+        /// The system call ("openat2", "mount", ...).
+        syscall: &'static str,
+        /// The path it was applied to.
+        path: PathBuf,
+        /// The errno it returned.
+        errno: nix::errno::Errno,
+    },
+    /// A string is not a `sha256:<64 hex>` digest.
+    #[error("invalid digest {input:?}: {reason}")]
+    InvalidDigest {
+        /// What was given.
+        input: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// Content did not hash to the digest it was supposed to have.
+    #[error("digest mismatch: expected {expected}, content hashes to {actual}")]
+    DigestMismatch {
+        /// The digest the caller announced.
+        expected: Digest,
+        /// The digest of what was actually received.
+        actual: Digest,
+    },
+    /// A blob named by a document is not in the store.
+    #[error("blob {0} is not in the store")]
+    BlobNotFound(Digest),
+    /// No ref of that name in index.json.
+    #[error("no image named {0:?} in the store")]
+    RefNotFound(String),
+    /// A ref name that the OCI image layout does not allow.
+    #[error("invalid image name {name:?}: {reason}")]
+    InvalidRef {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A JSON document could not be read or written.
+    #[error("{what}: {source}")]
+    Json {
+        /// Which document (e.g. "index.json", "manifest sha256:...").
+        what: String,
+        /// The parse or serialisation error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A document is valid JSON but not what the OCI spec requires.
+    #[error("{what}: {reason}")]
+    BadDocument {
+        /// Which document.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A layer entry was refused by the safe applier.
+    #[error("layer entry {entry:?} refused: {reason}")]
+    UnsafeEntry {
+        /// The entry's name in the tar.
+        entry: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A source for a layer could not be turned into a tar entry.
+    #[error("layer source {}: {reason}", path.display())]
+    BadSource {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An overlay mount failed; `detail` carries the kernel's own message when it gave one.
+    #[error("overlay mount on {}: {detail}", target.display())]
+    Mount {
+        /// Where the mount was attempted.
+        target: PathBuf,
+        /// The errno and the kernel's explanation.
+        detail: String,
+    },
+    /// A worker thread of the layer pipeline panicked.
+    #[error("layer pipeline worker panicked")]
+    WorkerPanicked,
+}
+
+/// Attaches the operation and the path to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    /// Maps an `io::Error` into [`Error::Io`] naming `op` and `path`.
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Attaches the syscall and the path to an errno.
+pub(crate) trait SysContext<T> {
+    /// Maps an errno into [`Error::Sys`] naming `syscall` and `path`.
+    fn sys(self, syscall: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> SysContext<T> for nix::Result<T> {
+    fn sys(self, syscall: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|errno| Error::Sys {
+            syscall,
+            path: path.to_path_buf(),
+            errno,
+        })
+    }
+}
