@@ -26,7 +26,9 @@ pub struct Package {
 }
 
 /// Resolves the closure of `install` with `omit` counted as installed, using scratch space in
-/// `scratch` (a private dpkg status and apt cache). Returns packages sorted by name.
+/// `scratch` (a private dpkg status and apt cache; the status-independent part of apt's cache is
+/// kept in `scratch`'s parent, so resolutions of one build share it). Returns packages sorted by
+/// name.
 pub fn resolve(
     recipe: &str,
     install: &[String],
@@ -35,10 +37,11 @@ pub fn resolve(
 ) -> Result<Vec<Package>> {
     std::fs::create_dir_all(scratch.join("cache")).map_err(io_err("mkdir", scratch))?;
     let status = scratch.join("status");
+    std::fs::write(&status, "").map_err(io_err("write", &status))?;
     let omitted = if omit.is_empty() {
         Vec::new()
     } else {
-        show(recipe, omit)?
+        show(recipe, omit, scratch)?
     };
     let mut text = String::new();
     for st in &omitted {
@@ -75,7 +78,7 @@ pub fn resolve(
         wanted.push(format!("{name}:{arch}={}", ver.trim_start_matches('(')));
     }
     let mut pkgs = BTreeMap::new();
-    for st in show(recipe, &wanted)? {
+    for st in show(recipe, &wanted, scratch)? {
         let get = |k: &str| st.get(k).cloned().unwrap_or_default();
         let (name, version) = (get("Package"), get("Version"));
         let sha256 = get("SHA256");
@@ -100,15 +103,13 @@ pub fn resolve(
 
 /// `apt-cache show` of exact package specs, one stanza each (the first when a version is in
 /// several archives).
-fn show(recipe: &str, specs: &[String]) -> Result<Vec<BTreeMap<String, String>>> {
+fn show(recipe: &str, specs: &[String], scratch: &Path) -> Result<Vec<BTreeMap<String, String>>> {
     if specs.is_empty() {
         return Ok(Vec::new());
     }
     let cmd = |specs: &[String]| {
-        let mut c = Command::new("apt-cache");
-        c.env("LC_ALL", "C")
-            .args(["show", "--no-all-versions"])
-            .args(specs);
+        let mut c = apt(&["apt-cache", "show", "--no-all-versions"], scratch);
+        c.args(specs);
         c
     };
     let out = match run(cmd(specs), recipe) {
@@ -183,8 +184,18 @@ pub(crate) fn apt(argv: &[&str], scratch: &Path) -> Command {
         &mut c,
         format!("Dir::Cache={}", scratch.join("cache").display()),
     );
-    opt(&mut c, "Dir::Cache::pkgcache=".into());
-    opt(&mut c, "Dir::Cache::srcpkgcache=".into());
+    opt(
+        &mut c,
+        format!(
+            "Dir::Cache::pkgcache={}",
+            scratch.join("cache/pkgcache.bin").display()
+        ),
+    );
+    let src_cache = scratch.parent().unwrap_or(scratch).join("srcpkgcache.bin");
+    opt(
+        &mut c,
+        format!("Dir::Cache::srcpkgcache={}", src_cache.display()),
+    );
     opt(&mut c, "APT::Install-Recommends=false".into());
     opt(&mut c, "APT::Install-Suggests=false".into());
     opt(&mut c, "APT::Sandbox::User=root".into());
