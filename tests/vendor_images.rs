@@ -63,6 +63,14 @@ fn tags(sb: &Sandbox) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Asserts that a build left no scratch directory in the store's tmp/.
+fn assert_no_scratch(sb: &Sandbox) {
+    let left: Vec<_> = std::fs::read_dir(sb.store().join("tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind in tmp/: {left:?}");
+}
+
 /// A runc container over an umoci-unpacked bundle of an image; deleted on drop.
 struct Container {
     id: String,
@@ -328,6 +336,7 @@ fn unknown_package_is_named_and_nothing_is_tagged() {
         "{err}"
     );
     assert!(tags(&sb).is_empty());
+    assert_no_scratch(&sb);
 }
 
 #[test]
@@ -346,6 +355,7 @@ fn bad_recipe_key_is_named() {
         "{err}"
     );
     assert!(tags(&sb).is_empty());
+    assert_no_scratch(&sb);
 }
 
 #[test]
@@ -376,5 +386,6 @@ fn checksum_mismatch_is_named_and_nothing_is_tagged() {
         "{err}"
     );
     assert!(tags(&sb).is_empty());
+    assert_no_scratch(&sb);
     assert!(!planted.exists(), "the corrupt .deb stays in the cache");
 }

@@ -71,6 +71,10 @@ pub fn build(name: &str, opts: &BuildOptions) -> Result<BuildReport> {
             .clone()
             .unwrap_or_else(|| store.cache_dir().join("debs")),
     )?;
+    // Keeps gc from clearing tmp/ or collecting fresh layer blobs while we build.
+    let _lease = store
+        .lease()
+        .map_err(|e| VendorError::Store(e.to_string()))?;
     let scratch = tempdir_in(&store.tmp_dir(), "vendor")?;
     let progress = &opts.progress;
 
