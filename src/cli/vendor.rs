@@ -70,38 +70,49 @@ fn exec(global: &Global, cmd: VendorCommand) -> anyhow::Result<()> {
             let report = vendor::build(&name, &opts)
                 .with_context(|| format!("building vendor image {name}"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                return Ok(());
+                return print(format!("{}\n", serde_json::to_string_pretty(&report)?));
             }
-            println!(
-                "{} {} ({} packages, {} downloaded)",
+            let mut out = format!(
+                "{} {} ({} packages, {} downloaded)\n",
                 report.name,
                 report.manifest_digest,
                 report.packages.len(),
                 report.downloaded
             );
             for l in &report.layers {
-                println!(
-                    "  layer {} {:>10} bytes  {}",
+                out += &format!(
+                    "  layer {} {:>10} bytes  {}\n",
                     l.digest,
                     l.size,
                     short(&l.created_by)
                 );
             }
             for t in &report.tags {
-                println!("tagged {t}");
+                out += &format!("tagged {t}\n");
             }
+            print(out)?;
         }
         VendorCommand::Ls { recipes } => {
             let dir = recipes.unwrap_or_else(vendor::default_recipes_dir);
+            let mut out = String::new();
             for name in vendor::recipe::list(&dir)? {
                 let r = vendor::recipe::LoadedRecipe::load(&dir, &name)
                     .with_context(|| format!("recipe {name}"))?;
-                println!("{name}\t{}\t{}", r.digest, r.recipe.description);
+                out += &format!("{name}\t{}\t{}\n", r.digest, r.recipe.description);
             }
+            print(out)?;
         }
     }
     Ok(())
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
+fn print(text: String) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn short(s: &str) -> String {

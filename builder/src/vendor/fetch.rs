@@ -40,16 +40,17 @@ impl DebCache {
         let total: u64 = missing.iter().map(|p| p.size).sum();
         let bar = progress.bytes("downloading", total);
         let scratch = tempdir_in(&self.dir, "dl")?;
-        let mut cmd = apt::apt(&["apt-get", "download"], scratch.path());
+        // apt's private state lives below the scratch dir (its package cache too), the .debs land
+        // in the scratch dir itself.
+        let state = scratch.path().join("apt");
+        let mut cmd = apt::apt(&["apt-get", "download"], &state);
         cmd.args(
             missing
                 .iter()
                 .map(|p| format!("{}:{}={}", p.name, p.arch, p.version)),
         );
-        std::fs::create_dir_all(scratch.path().join("cache"))
-            .map_err(io_err("mkdir", scratch.path()))?;
-        std::fs::write(scratch.path().join("status"), "")
-            .map_err(io_err("write", scratch.path()))?;
+        std::fs::create_dir_all(state.join("cache")).map_err(io_err("mkdir", &state))?;
+        std::fs::write(state.join("status"), "").map_err(io_err("write", &state))?;
         cmd.current_dir(scratch.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
