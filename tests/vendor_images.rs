@@ -312,6 +312,27 @@ fn two_fresh_stores_give_the_same_manifest_digest() {
     }
 }
 
+#[test]
+fn images_on_the_base_share_their_first_layer() {
+    let sb = Sandbox::new();
+    let (redis, nginx) = (build(&sb, "redis"), build(&sb, "nginx"));
+    assert_eq!(redis["layers"][0]["digest"], nginx["layers"][0]["digest"]);
+    assert_ne!(redis["layers"][1]["digest"], nginx["layers"][1]["digest"]);
+}
+
+#[test]
+fn failing_run_step_is_named_and_nothing_is_tagged() {
+    let sb = Sandbox::new();
+    let body = "packages = [\"busybox-static\"]\n[[run]]\nargs = [\"/bin/busybox\", \"false\"]\n";
+    let dir = recipe_dir(&sb, "failing", body);
+    let out = build_in(&sb, "failing", &dir, &shared_deb_cache());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run step") && err.contains("false"), "{err}");
+    assert!(tags(&sb).is_empty());
+    assert_no_scratch(&sb);
+}
+
 /// Writes a recipe `name` with `body` into a fresh recipes dir.
 fn recipe_dir(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
     let dir = sb.dir.path().join("recipes");

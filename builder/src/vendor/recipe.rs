@@ -347,3 +347,70 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
     names.sort();
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (n, t) in files {
+            std::fs::write(d.path().join(n), t).expect("write");
+        }
+        d
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_file() {
+        let d = dir_with(&[("x.toml", "packages = [\"a\"]\npakages = [\"b\"]\n")]);
+        let e = LoadedRecipe::load(d.path(), "x").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("pakages"), "{e}");
+    }
+
+    #[test]
+    fn digest_covers_the_base_and_added_files() {
+        let d = dir_with(&[
+            ("b.toml", "packages = [\"libc6\"]\n"),
+            (
+                "x.toml",
+                "base = \"b\"\n[[files]]\npath = \"/etc/x\"\nsource = \"x.conf\"\n",
+            ),
+            ("x.conf", "one"),
+        ]);
+        let first = LoadedRecipe::load(d.path(), "x").unwrap().digest;
+        assert_eq!(first, LoadedRecipe::load(d.path(), "x").unwrap().digest);
+        std::fs::write(d.path().join("x.conf"), "two").unwrap();
+        let second = LoadedRecipe::load(d.path(), "x").unwrap().digest;
+        assert_ne!(first, second);
+        std::fs::write(
+            d.path().join("b.toml"),
+            "packages = [\"libc6\", \"dash\"]\n",
+        )
+        .unwrap();
+        assert_ne!(second, LoadedRecipe::load(d.path(), "x").unwrap().digest);
+    }
+
+    #[test]
+    fn relative_paths_and_bad_modes_are_refused() {
+        let d = dir_with(&[
+            ("r.toml", "packages = [\"a\"]\n[[dirs]]\npath = \"var/x\"\n"),
+            (
+                "m.toml",
+                "packages = [\"a\"]\n[[dirs]]\npath = \"/var/x\"\nmode = \"0999\"\n",
+            ),
+            (
+                "base.toml",
+                "packages = [\"a\"]\n[[run]]\nargs = [\"/bin/true\"]\n",
+            ),
+            ("on.toml", "base = \"base\"\n"),
+        ]);
+        for (name, key) in [("r", "dirs.path"), ("m", "dirs.mode"), ("on", "base")] {
+            let e = LoadedRecipe::load(d.path(), name).unwrap_err().to_string();
+            assert!(e.contains(key), "{name}: {e}");
+        }
+        let e = LoadedRecipe::load(d.path(), "nope")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no recipe \"nope\""), "{e}");
+    }
+}

@@ -319,6 +319,90 @@ mod tests {
         assert!(!f.excludes("usr/bin/ls"));
     }
 
+    /// A .deb whose data.tar.gz holds `entries` (raw path, type, content or link target).
+    fn deb(dir: &Path, entries: &[(&str, tar::EntryType, &str)]) -> PathBuf {
+        let mut t = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(0o755);
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            if *kind == tar::EntryType::Symlink {
+                h.set_link_name(data).unwrap();
+                h.set_size(0);
+                h.set_cksum();
+                t.append(&h, &[][..]).unwrap();
+            } else {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                t.append(&h, data.as_bytes()).unwrap();
+            }
+        }
+        let data = t.into_inner().unwrap().finish().unwrap();
+        let mut a = ar::Builder::new(Vec::new());
+        a.append(
+            &ar::Header::new(b"debian-binary".to_vec(), 4),
+            &b"2.0\n"[..],
+        )
+        .unwrap();
+        a.append(
+            &ar::Header::new(b"data.tar.gz".to_vec(), data.len() as u64),
+            &data[..],
+        )
+        .unwrap();
+        let p = dir.join("t.deb");
+        std::fs::write(&p, a.into_inner().unwrap()).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_deb_unpacks_onto_merged_usr() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let p = deb(
+            d.path(),
+            &[
+                ("./bin/", tar::EntryType::Directory, ""),
+                ("./bin/tool", tar::EntryType::Regular, "#!/bin/sh\n"),
+                ("./usr/share/doc/t/changelog", tar::EntryType::Regular, "x"),
+                ("./etc/alt", tar::EntryType::Symlink, "/bin/tool"),
+            ],
+        );
+        let filter = PathFilter::new(&["usr/share/doc".into()], &[]);
+        let got = LayerDir::new(&root).unpack_deb(&p, &filter).unwrap();
+        assert_eq!(got.max_mtime, 1_700_000_000);
+        assert_eq!(
+            std::fs::read_to_string(root.join("usr/bin/tool")).unwrap(),
+            "#!/bin/sh\n"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("etc/alt")).unwrap(),
+            Path::new("/bin/tool")
+        );
+        assert!(!root.join("bin").exists() && !root.join("usr/share/doc").exists());
+    }
+
+    #[test]
+    fn a_deb_entry_with_dotdot_is_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let p = deb(d.path(), &[("./../escape", tar::EntryType::Regular, "x")]);
+        let e = LayerDir::new(&root)
+            .unpack_deb(&p, &PathFilter::new(&[], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("./../escape") && e.contains(".."), "{e}");
+        assert!(!d.path().join("escape").exists());
+    }
+
     #[test]
     fn parents_through_symlinks_are_refused() {
         let d = tempfile::tempdir().unwrap();
