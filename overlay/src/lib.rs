@@ -4,14 +4,18 @@
 
 mod digest;
 mod error;
+mod export;
 mod fsck;
 mod gc;
 mod image;
+mod import;
 mod ingest;
 mod json;
 pub mod layer;
+mod mount;
 mod reach;
 mod refs;
+mod snapshot;
 mod store;
 
 pub use digest::{Digest, Hasher, HashingReader, HashingWriter};
@@ -21,6 +25,7 @@ pub use gc::GcReport;
 pub use image::{chain_ids, default_config, Image, NewImage, DEFAULT_PATH};
 pub use ingest::{Blob, BlobWriter};
 pub use layer::{Compression, Layer, LayerOptions, LayerSource};
+pub use mount::{mount_overlay, unmount, OverlayMount, Upper};
 pub use refs::{validate_ref, REF_NAME};
 pub use store::{Lease, Store};
 

@@ -1,11 +1,14 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
+mod container;
+mod image;
+mod net;
+mod vendor;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-mod vendor;
 
 /// Options every kiln command accepts (runc's global flags among them).
 #[derive(Debug, clap::Args)]
@@ -51,6 +54,14 @@ pub enum Command {
     /// Base images from Debian packages (vendor-images/ recipes).
     #[command(subcommand)]
     Vendor(vendor::VendorCommand),
+    /// Declared-only networking: namespaces and veth links between declared services.
+    #[command(subcommand)]
+    Net(net::NetCommand),
+    /// The image store: import, ls, inspect, export, rm, gc, fsck, mount.
+    Image(image::ImageCmd),
+    /// The OCI runtime (runc's command line).
+    #[command(flatten)]
+    Runtime(container::RuntimeCommand),
 }
 
 /// Parses the command line, runs the command and turns its result into an exit code.
@@ -58,5 +69,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Vendor(c) => vendor::run(&cli.global, c),
+        Command::Net(cmd) => net::run(&cli.global, cmd),
+        Command::Image(cmd) => image::main(&cli.global, cmd),
+        Command::Runtime(c) => container::main(&cli.global, c),
     }
 }

@@ -1,5 +1,7 @@
 //! The benchmark scenarios: one module each, listed in `ALL`.
 
+mod net;
+
 use anyhow::Result;
 
 use crate::report::{Params, Report};
@@ -13,7 +15,10 @@ pub struct Scenario {
 }
 
 /// Every scenario the harness knows.
-const ALL: &[Scenario] = &[];
+const ALL: &[Scenario] = &[Scenario {
+    name: "net",
+    run: net::run,
+}];
 
 /// Finds a scenario by name.
 pub fn find(name: &str) -> Option<&'static Scenario> {

@@ -155,9 +155,10 @@ impl Applier<'_> {
         let h = entry.header();
         let mode =
             Mode::from_bits_truncate(h.mode().ctx("read mode of", Path::new(&name))? & 0o7777);
-        let uid = h.uid().ctx("read uid of", Path::new(&name))? as u32;
-        let gid = h.gid().ctx("read gid of", Path::new(&name))? as u32;
-        let mtime = h.mtime().ctx("read mtime of", Path::new(&name))? as i64;
+        // Empty numeric fields (some hand-made tars) read as 0.
+        let uid = h.uid().unwrap_or(0) as u32;
+        let gid = h.gid().unwrap_or(0) as u32;
+        let mtime = h.mtime().unwrap_or(0) as i64;
         let dir = self.open_dir(parent, true, &name)?;
         let path = self.target.join(join(&comps));
         match kind {
