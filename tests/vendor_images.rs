@@ -225,7 +225,7 @@ fn busybox_builds_runs_and_passes_the_layout_judge() {
 }
 
 #[test]
-fn python_image_imports_redis() {
+fn python_image_imports_redis_and_has_pip_and_ca_bundle() {
     let sb = Sandbox::new();
     build(&sb, "python");
     let c = Container::new(
@@ -240,6 +240,15 @@ fn python_image_imports_redis() {
     let out = c.run();
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("redis "),
+        "{out:?}"
+    );
+    // pip is there for the pip build flavor, and TLS has the trusted CA bundle that
+    // update-ca-certificates would have made.
+    let check = "import ssl, pip; n = len(ssl.create_default_context().get_ca_certs()); print('pip', n > 100)";
+    let out = Container::new(&sb, "python:latest", Some(&["python3", "-c", check])).run();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pip True\n",
         "{out:?}"
     );
     judge(&sb, "python:latest");

@@ -135,7 +135,7 @@ pub fn build(name: &str, opts: &BuildOptions) -> Result<BuildReport> {
         if i == 0 {
             setup::skeleton(&mut layer)?;
         }
-        let filter = PathFilter::new(&owner.recipe.exclude, &owner.recipe.keep);
+        let filter = PathFilter::new(&owner.recipe.all_excludes(), &owner.recipe.all_keeps());
         let mut epoch = 0;
         for p in pkgs.iter() {
             let deb = cache.verify(p)?;
@@ -156,14 +156,9 @@ pub fn build(name: &str, opts: &BuildOptions) -> Result<BuildReport> {
     unpack_bar.finish();
     let epoch = plans.iter().map(|p| p.epoch).max().unwrap_or(0);
 
-    // Setup layer: this recipe's users, dirs, symlinks, files, then its run steps.
+    // Setup layer: this recipe's users, dirs, symlinks, files, bundles, then its run steps.
     let r = &recipe.recipe;
-    if !(r.users.is_empty()
-        && r.dirs.is_empty()
-        && r.symlinks.is_empty()
-        && r.files.is_empty()
-        && r.run.is_empty())
-    {
+    if r.has_setup() {
         let upper = scratch.path().join("setup");
         std::fs::create_dir(&upper).map_err(io_err("mkdir", &upper))?;
         let lower: Vec<PathBuf> = plans.iter().rev().map(|p| p.dir.clone()).collect();

@@ -25,12 +25,12 @@ pub struct Recipe {
     /// uses, e.g. dpkg, perl, adduser).
     #[serde(default)]
     pub omit: Vec<String>,
-    /// Path patterns left out of every package (`*` matches one path component; a pattern
-    /// covers everything below it). Defaults to docs, man pages and locales.
-    #[serde(default = "default_exclude")]
+    /// Path patterns left out of this recipe's packages (`*` matches one path component; a
+    /// pattern covers everything below it), on top of [`DEFAULT_EXCLUDE`].
+    #[serde(default)]
     pub exclude: Vec<String>,
-    /// Path patterns kept even though `exclude` covers them (e.g. copyright files).
-    #[serde(default = "default_keep")]
+    /// Path patterns kept even though an exclude covers them, on top of [`DEFAULT_KEEP`].
+    #[serde(default)]
     pub keep: Vec<String>,
     /// System users (and their group of the same name) to add to /etc/passwd and /etc/group.
     #[serde(default)]
@@ -44,6 +44,9 @@ pub struct Recipe {
     /// Files to add.
     #[serde(default)]
     pub files: Vec<FileStep>,
+    /// Files made by concatenating files of the image (what update-ca-certificates does).
+    #[serde(default)]
+    pub bundles: Vec<BundleStep>,
     /// Commands run at build time inside the image (no network), after everything above.
     #[serde(default)]
     pub run: Vec<RunStep>,
@@ -112,6 +115,19 @@ pub struct FileStep {
     pub owner: String,
 }
 
+/// A file made of every file under `dir` whose name ends with `suffix`, in path order.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleStep {
+    /// Absolute path of the file to write.
+    pub path: String,
+    /// Absolute directory whose files are concatenated (recursively).
+    pub dir: String,
+    /// Only files whose name ends with this.
+    #[serde(default)]
+    pub suffix: String,
+}
+
 /// A command run inside the image at build time.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -150,23 +166,51 @@ pub struct ImageConfig {
     pub stop_signal: Option<String>,
 }
 
-fn default_exclude() -> Vec<String> {
-    [
-        "usr/share/doc",
-        "usr/share/man",
-        "usr/share/info",
-        "usr/share/locale",
-        "usr/share/lintian",
-        "usr/share/linda",
-        "usr/share/bug",
-        "usr/share/menu",
-    ]
-    .map(String::from)
-    .to_vec()
+/// Paths no package brings into an image: docs, man pages, locales, lintian overrides.
+pub const DEFAULT_EXCLUDE: [&str; 8] = [
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/linda",
+    "usr/share/bug",
+    "usr/share/menu",
+];
+
+/// Paths kept although excluded: each package's copyright file.
+pub const DEFAULT_KEEP: [&str; 1] = ["usr/share/doc/*/copyright"];
+
+impl Recipe {
+    /// Exclude patterns: the defaults plus the recipe's.
+    pub fn all_excludes(&self) -> Vec<String> {
+        DEFAULT_EXCLUDE
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.exclude.iter().cloned())
+            .collect()
+    }
+
+    /// Whether the recipe has any setup step (users, dirs, symlinks, files, bundles, run).
+    pub fn has_setup(&self) -> bool {
+        !(self.users.is_empty()
+            && self.dirs.is_empty()
+            && self.symlinks.is_empty()
+            && self.files.is_empty()
+            && self.bundles.is_empty()
+            && self.run.is_empty())
+    }
+
+    /// Keep patterns: the defaults plus the recipe's.
+    pub fn all_keeps(&self) -> Vec<String> {
+        DEFAULT_KEEP
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.keep.iter().cloned())
+            .collect()
+    }
 }
-fn default_keep() -> Vec<String> {
-    vec!["usr/share/doc/*/copyright".to_string()]
-}
+
 fn default_home() -> String {
     "/nonexistent".into()
 }
@@ -303,6 +347,10 @@ fn validate(r: &Recipe) -> Result<(), (String, String)> {
     }
     for s in &r.symlinks {
         abs("symlinks.path", &s.path)?;
+    }
+    for b in &r.bundles {
+        abs("bundles.path", &b.path)?;
+        abs("bundles.dir", &b.dir)?;
     }
     for s in &r.run {
         match s.args.first() {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::{Result, VendorError};
+use super::error::{io_err, Result, VendorError};
 use super::recipe::{parse_mode, LoadedRecipe};
 use super::unpack::{LayerDir, Meta, MERGED_USR};
 
@@ -213,5 +213,74 @@ pub fn apply(recipe: &LoadedRecipe, layer: &mut LayerDir, lower: &[PathBuf]) -> 
             )
             .map_err(io(rel))?;
     }
+    for b in &r.bundles {
+        let dir = norm("bundles.dir", &b.dir)?;
+        let all = stack(layer);
+        let mut text = Vec::new();
+        for file in layered_files(&all, &dir, &b.suffix)? {
+            let mut part = std::fs::read(&file).map_err(io_err("read", &file))?;
+            if !part.ends_with(b"\n") {
+                part.push(b'\n');
+            }
+            text.extend(part);
+        }
+        let rel = &norm("bundles.path", &b.path)?;
+        layer
+            .file(rel, &mut text.as_slice(), Meta::root(0o644))
+            .map_err(io(rel))?;
+    }
     Ok(())
+}
+
+/// Regular files under `dir` in the merged view of `layers` (top first) whose names end with
+/// `suffix`, sorted by their path in the image.
+fn layered_files(layers: &[PathBuf], dir: &str, suffix: &str) -> Result<Vec<PathBuf>> {
+    let mut found = std::collections::BTreeMap::new();
+    for layer in layers {
+        let mut todo = vec![String::new()];
+        while let Some(sub) = todo.pop() {
+            let here = layer.join(dir).join(&sub);
+            let Ok(entries) = std::fs::read_dir(&here) else {
+                continue;
+            };
+            for e in entries {
+                let e = e.map_err(io_err("read dir", &here))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rel = if sub.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{sub}/{name}")
+                };
+                let kind = e.file_type().map_err(io_err("stat", e.path()))?;
+                if kind.is_dir() {
+                    todo.push(rel);
+                } else if kind.is_file() && name.ends_with(suffix) {
+                    found.entry(rel).or_insert_with(|| e.path());
+                }
+            }
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layered_files_prefer_the_top_layer_and_sort_by_path() {
+        let d = tempfile::tempdir().unwrap();
+        let (top, low) = (d.path().join("top"), d.path().join("low"));
+        for (root, rel, text) in [
+            (&low, "c/b/2.crt", "low2"),
+            (&low, "c/a.crt", "low1"),
+            (&top, "c/a.crt", "top1"),
+            (&low, "c/x.txt", "no"),
+        ] {
+            std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+            std::fs::write(root.join(rel), text).unwrap();
+        }
+        let files = layered_files(&[top.clone(), low.clone()], "c", ".crt").unwrap();
+        assert_eq!(files, vec![top.join("c/a.crt"), low.join("c/b/2.crt")]);
+    }
 }
