@@ -1,6 +1,6 @@
 //! End-to-end tests of `kiln vendor build`: each recipe builds from an empty store, the images
-//! run (with runc over an umoci-unpacked bundle until kiln's runtime lands), services answer real
-//! clients, builds are reproducible, and bad input leaves nothing tagged.
+//! run (kiln's runtime over an umoci-unpacked bundle; services under runc, see [`Runtime`]),
+//! services answer real clients, builds are reproducible, and bad input leaves nothing tagged.
 
 mod common;
 
@@ -71,15 +71,33 @@ fn assert_no_scratch(sb: &Sandbox) {
     assert!(left.is_empty(), "left behind in tmp/: {left:?}");
 }
 
-/// A runc container over an umoci-unpacked bundle of an image; deleted on drop.
+/// Which OCI runtime runs a test container (both speak runc's command line).
+#[derive(Clone, Copy)]
+enum Runtime {
+    /// kiln's own runtime, with the sandbox's state root.
+    Kiln,
+    /// runc: used for services reached over loopback, which kiln's runtime does not bring up
+    /// (that is the network layer's job at deploy).
+    Runc,
+}
+
+/// A container over an umoci-unpacked bundle of an image; deleted on drop.
 struct Container {
     id: String,
     bundle: PathBuf,
+    runtime: Runtime,
+    root: PathBuf,
 }
 
 impl Container {
-    /// Unpacks `tag` from the sandbox's store into a bundle; `args` replaces the image's command.
+    /// Unpacks `tag` from the sandbox's store into a bundle for kiln's runtime; `args` replaces
+    /// the image's command.
     fn new(sb: &Sandbox, tag: &str, args: Option<&[&str]>) -> Self {
+        Self::with(Runtime::Kiln, sb, tag, args)
+    }
+
+    /// The same for `runtime`.
+    fn with(runtime: Runtime, sb: &Sandbox, tag: &str, args: Option<&[&str]>) -> Self {
         let bundle = sb.dir.path().join(unique("bundle-"));
         let image = format!("{}:{tag}", sb.store().join("oci").display());
         let out = Command::new("umoci")
@@ -103,12 +121,26 @@ impl Container {
         Self {
             id: unique("kiln-vendor-"),
             bundle,
+            runtime,
+            root: sb.root(),
+        }
+    }
+
+    /// A command line of this container's runtime.
+    fn rt(&self) -> Command {
+        match self.runtime {
+            Runtime::Kiln => {
+                let mut c = Command::new(common::kiln_bin());
+                c.arg("--root").arg(&self.root);
+                c
+            }
+            Runtime::Runc => Command::new("runc"),
         }
     }
 
     /// Runs the container to completion; returns its output.
     fn run(&self) -> Output {
-        Command::new("runc")
+        self.rt()
             .args(["run", "-b"])
             .arg(&self.bundle)
             .arg(&self.id)
@@ -118,7 +150,8 @@ impl Container {
 
     /// Starts the container detached; returns its pid.
     fn start(&self) -> u32 {
-        let st = Command::new("runc")
+        let st = self
+            .rt()
             .args(["run", "-d", "-b"])
             .arg(&self.bundle)
             .arg(&self.id)
@@ -126,23 +159,17 @@ impl Container {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .expect("runc run -d");
-        assert!(st.success(), "runc run -d {}", self.id);
-        let out = Command::new("runc")
-            .args(["state", &self.id])
-            .output()
-            .expect("runc state");
-        let state: serde_json::Value =
-            serde_json::from_slice(&out.stdout).expect("runc state json");
+            .expect("run -d");
+        assert!(st.success(), "run -d {}", self.id);
+        let out = self.rt().args(["state", &self.id]).output().expect("state");
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state json");
         state["pid"].as_u64().expect("pid") as u32
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("runc")
-            .args(["delete", "-f", &self.id])
-            .output();
+        let _ = self.rt().args(["delete", "-f", &self.id]).output();
     }
 }
 
@@ -273,11 +300,11 @@ fn redis_image_serves_ping_to_a_client() {
     );
 
     // The image's own command: redis in the foreground on 0.0.0.0:6379, as user redis.
-    let c = Container::new(&sb, "redis:latest", None);
+    let c = Container::with(Runtime::Runc, &sb, "redis:latest", None);
     c.start();
     let pong = eventually("redis-cli ping", || {
         stdout_if_ok(
-            Command::new("runc")
+            c.rt()
                 .args(["exec", &c.id, "redis-cli", "-h", "127.0.0.1", "ping"])
                 .output()
                 .ok()?,
@@ -291,7 +318,7 @@ fn redis_image_serves_ping_to_a_client() {
 fn nginx_image_serves_http_to_a_client() {
     let sb = Sandbox::new();
     build(&sb, "nginx");
-    let c = Container::new(&sb, "nginx:latest", None);
+    let c = Container::with(Runtime::Runc, &sb, "nginx:latest", None);
     let pid = c.start();
     // The client runs on the host in the container's network namespace.
     let body = eventually("GET http://127.0.0.1:8080/", || {
