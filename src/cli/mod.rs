@@ -5,6 +5,7 @@ mod env;
 mod image;
 mod net;
 mod router;
+mod vendor;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ pub struct Cli {
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Base images from Debian packages (vendor-images/ recipes).
+    #[command(subcommand)]
+    Vendor(vendor::VendorCommand),
     /// Declared-only networking: namespaces and veth links between declared services.
     #[command(subcommand)]
     Net(net::NetCommand),
@@ -84,6 +88,7 @@ pub(crate) fn finish(area: &str, result: anyhow::Result<()>) -> ExitCode {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Vendor(c) => vendor::run(&cli.global, c),
         Command::Net(cmd) => net::run(&cli.global, cmd),
         Command::Image(cmd) => image::main(&cli.global, cmd),
         Command::Runtime(c) => container::main(&cli.global, c),
