@@ -1,5 +1,8 @@
 //! The benchmark scenarios: one module each, listed in `ALL`.
 
+mod layer;
+mod unpack;
+
 use anyhow::Result;
 
 use crate::report::{Params, Report};
@@ -13,7 +16,16 @@ pub struct Scenario {
 }
 
 /// Every scenario the harness knows.
-const ALL: &[Scenario] = &[];
+const ALL: &[Scenario] = &[
+    Scenario {
+        name: "layer",
+        run: layer::run,
+    },
+    Scenario {
+        name: "unpack",
+        run: unpack::run,
+    },
+];
 
 /// Finds a scenario by name.
 pub fn find(name: &str) -> Option<&'static Scenario> {
