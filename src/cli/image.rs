@@ -248,10 +248,8 @@ fn import(store: &Store, args: ImportArgs) -> Result<()> {
         config.set_user(args.user);
     }
     let mut img = NewImage::new(Vec::new(), config);
-    img.push_layer(
-        layer,
-        &format!("kiln image import {}", args.source.display()),
-    );
+    // History names no host path: the same tree gives the same image wherever it lives.
+    img.push_layer(layer, "kiln image import");
     let image = store.commit_image(&img, Some(&args.tag))?;
     if args.json {
         print_json(
