@@ -1,6 +1,8 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
+mod container;
 mod image;
+mod net;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,14 +50,22 @@ pub struct Cli {
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Declared-only networking: namespaces and veth links between declared services.
+    #[command(subcommand)]
+    Net(net::NetCommand),
     /// The image store: import, ls, inspect, export, rm, gc, fsck, mount.
     Image(image::ImageCmd),
+    /// The OCI runtime (runc's command line).
+    #[command(flatten)]
+    Runtime(container::RuntimeCommand),
 }
 
 /// Parses the command line, runs the command and turns its result into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Net(cmd) => net::run(&cli.global, cmd),
         Command::Image(cmd) => image::main(&cli.global, cmd),
+        Command::Runtime(c) => container::main(&cli.global, c),
     }
 }

@@ -13,7 +13,11 @@ pub fn kiln_bin() -> &'static str {
 /// A name unique to this test process and call, for global things (container ids, cgroups, veths).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A scratch directory with a store and a runtime state root inside it, removed on drop.
@@ -25,7 +29,12 @@ pub struct Sandbox {
 impl Sandbox {
     /// Creates a fresh sandbox.
     pub fn new() -> Self {
-        Self { dir: tempfile::Builder::new().prefix("kiln-test-").tempdir().expect("tempdir") }
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("kiln-test-")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
 
     /// The store dir (`--store`).
@@ -41,7 +50,8 @@ impl Sandbox {
     /// A `kiln` command with this sandbox's `--store` and `--root`.
     pub fn kiln(&self) -> Command {
         let mut c = Command::new(kiln_bin());
-        c.env("KILN_STORE", self.store()).env("KILN_RUNTIME", self.root());
+        c.env("KILN_STORE", self.store())
+            .env("KILN_RUNTIME", self.root());
         c
     }
 
@@ -66,19 +76,28 @@ impl Sandbox {
 /// Makes a minimal busybox root filesystem at `dir` (static busybox + applet links + passwd/group).
 pub fn busybox_rootfs(dir: &Path) {
     let busybox = Path::new("/bin/busybox");
-    assert!(busybox.exists(), "/bin/busybox missing: apt-get install busybox-static (scripts/setup)");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox missing: apt-get install busybox-static (scripts/setup)"
+    );
     for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
         std::fs::create_dir_all(dir.join(d)).expect("mkdir rootfs");
     }
     std::fs::copy(busybox, dir.join("bin/busybox")).expect("copy busybox");
-    let list = Command::new(busybox).arg("--list").output().expect("busybox --list");
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
             let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
         }
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
-        .expect("passwd");
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .expect("passwd");
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").expect("group");
 }
 

@@ -1,6 +1,7 @@
 //! The benchmark scenarios: one module each, listed in `ALL`.
 
 mod layer;
+mod net;
 mod unpack;
 
 use anyhow::Result;
@@ -17,6 +18,10 @@ pub struct Scenario {
 
 /// Every scenario the harness knows.
 const ALL: &[Scenario] = &[
+    Scenario {
+        name: "net",
+        run: net::run,
+    },
     Scenario {
         name: "layer",
         run: layer::run,

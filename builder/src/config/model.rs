@@ -1,0 +1,197 @@
+//! kiln.toml after validation: the typed project configuration the builder and deploy consume.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where an app's code is placed in its image (and its working directory).
+pub const APP_ROOT: &str = "/app";
+
+/// Default build hook / deploy hook time limit, in seconds.
+pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 600;
+
+/// A whole validated kiln.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProjectConfig {
+    /// The project name (a DNS label).
+    pub project: String,
+    /// Every service, apps and image services, by name.
+    pub services: BTreeMap<String, Service>,
+}
+
+/// One entry of `[services]`: what both kinds share, plus the kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// The service name (a DNS label), also its host name for relationships.
+    pub name: String,
+    /// An app built from source, or an image run as it is.
+    pub kind: ServiceKind,
+    /// Environment variables of the running service (and, for apps, of the build).
+    pub env: BTreeMap<String, String>,
+    /// Declared links to other services: relationship name → resolved target.
+    pub relationships: BTreeMap<String, Relationship>,
+    /// Persistent mounts: absolute path in the container → mount.
+    pub mounts: BTreeMap<String, Mount>,
+    /// What others may connect to: endpoint name → port and scheme.
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// The two kinds of service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// Built from the project's source on a base image.
+    App(App),
+    /// An image run as it is (a database, a cache).
+    Image(ImageService),
+}
+
+/// An application: base image + source folder, built by kiln.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct App {
+    /// Vendor image name or image reference in the store.
+    pub base: String,
+    /// Folder of the repository that is the app's code (`.` for the root).
+    pub source: String,
+    /// Command that runs the app (through `/bin/sh -c`), in [`APP_ROOT`].
+    pub start: String,
+    /// Port the router sends HTTP to, if the app serves HTTP.
+    pub port: Option<u16>,
+    /// How the app is built.
+    pub build: Build,
+    /// What runs after the app starts.
+    pub deploy: Deploy,
+}
+
+/// A service that runs an image as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageService {
+    /// Vendor image name or image reference in the store.
+    pub image: String,
+}
+
+/// `[services.<name>.build]`, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Build {
+    /// The language's standard install step.
+    pub flavor: Flavor,
+    /// Tools installed globally before the code is added (the only step with network).
+    pub dependencies: BTreeMap<PackageManager, Vec<String>>,
+    /// Shell command run over the code (no network).
+    pub hook: Option<String>,
+    /// Variables seen only by the build, on top of the service's env.
+    pub env: BTreeMap<String, String>,
+    /// Time limit of each build step that runs commands, in seconds.
+    pub timeout_secs: u64,
+}
+
+/// `[services.<name>.deploy]`, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Deploy {
+    /// Shell command run in the new container after start (code read-only, services reachable).
+    pub hook: Option<String>,
+    /// Post-deploy tasks, in order.
+    pub post: Vec<String>,
+    /// Time limit of the hook and of each task, in seconds.
+    pub timeout_secs: u64,
+}
+
+/// A build flavor: the standard install commands of a language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// `pip install -r requirements.txt`.
+    Pip,
+    /// `npm ci`.
+    Npm,
+    /// Nothing.
+    #[default]
+    None,
+}
+
+/// A package manager for global build dependencies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManager {
+    /// Python packages, `pip install`.
+    Pip,
+    /// Node packages, `npm install --global`.
+    Npm,
+}
+
+/// A resolved relationship: the target service and which of its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Relationship {
+    /// Target service name.
+    pub service: String,
+    /// Target endpoint name.
+    pub endpoint: String,
+    /// Target port.
+    pub port: u16,
+    /// Target scheme (`redis`, `http`, …).
+    pub scheme: String,
+}
+
+/// A port and scheme others can connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// Port inside the service's network namespace.
+    pub port: u16,
+    /// Protocol spoken there.
+    pub scheme: String,
+}
+
+/// A persistent mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    /// Size limit in bytes.
+    pub size_bytes: u64,
+}
+
+impl Flavor {
+    /// The value of `flavor` in kiln.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::Pip => "pip",
+            Flavor::Npm => "npm",
+            Flavor::None => "none",
+        }
+    }
+}
+
+impl PackageManager {
+    /// The key of `dependencies` in kiln.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackageManager::Pip => "pip",
+            PackageManager::Npm => "npm",
+        }
+    }
+}
+
+impl ProjectConfig {
+    /// The apps (services built from source), by name.
+    pub fn apps(&self) -> impl Iterator<Item = (&Service, &App)> {
+        self.services
+            .values()
+            .filter_map(|s| s.app().map(|a| (s, a)))
+    }
+}
+
+impl Service {
+    /// The app part, if this service is built from source.
+    pub fn app(&self) -> Option<&App> {
+        match &self.kind {
+            ServiceKind::App(app) => Some(app),
+            ServiceKind::Image(_) => None,
+        }
+    }
+
+    /// The image this service runs as it is, if it is not an app.
+    pub fn image(&self) -> Option<&str> {
+        match &self.kind {
+            ServiceKind::App(_) => None,
+            ServiceKind::Image(svc) => Some(&svc.image),
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The public lifecycle: create, start, state, kill, delete, pause/resume, ps, stats, run.
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::{Hook, Spec};
+
+use crate::cgroups::{self, ContainerCgroup};
+use crate::error::{Ctx, Error, Result};
+use crate::init::{self, InitArgs};
+use crate::namespaces::{self, Plan};
+use crate::process::Prepared;
+use crate::state::{self, ContainerState, Lock, Status, EXEC_FIFO};
+use crate::sync::{Channel, Msg};
+use crate::{hooks, sys};
+
+/// How long delete waits for killed processes and busy cgroups.
+const REAP_WAIT: Duration = Duration::from_secs(5);
+
+/// Options of `create` (runc's flags).
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    /// Unix socket to send the pty master to (process.terminal = true).
+    pub console_socket: Option<PathBuf>,
+    /// File to write the init's host pid to.
+    pub pid_file: Option<PathBuf>,
+    /// Use MS_MOVE + chroot instead of pivot_root (rootfs on a ramfs).
+    pub no_pivot: bool,
+}
+
+/// A container runtime rooted at a state directory (`--root`, default /run/kiln).
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+}
+
+/// A container known to the runtime.
+#[derive(Debug)]
+pub struct Container {
+    root: PathBuf,
+    state: ContainerState,
+}
+
+/// The outcome of `create` in the foreground (`run`): the container and, with a terminal and
+/// no console socket, the pty master to proxy.
+pub struct Created {
+    /// The created container.
+    pub container: Container,
+    /// The pty master, when kiln itself holds the terminal.
+    pub pty: Option<OwnedFd>,
+}
+
+/// Removes what a failed create made (process, cgroup, state dir) unless disarmed.
+struct CreateGuard<'a> {
+    dir: &'a Path,
+    pid: Option<libc::pid_t>,
+    cgroup: Option<ContainerCgroup>,
+    armed: bool,
+}
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            let _ = sys::waitpid(pid, 0);
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.remove(REAP_WAIT);
+        }
+        let _ = fs::remove_dir_all(self.dir);
+    }
+}
+
+/// Reads and parses `<bundle>/config.json`.
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    let data = fs::read(&path).at("reading", &path)?;
+    serde_json::from_slice(&data).map_err(|e| Error::Spec {
+        path,
+        msg: e.to_string(),
+    })
+}
+
+fn hook_list(spec: &Spec, pick: fn(&oci_spec::runtime::Hooks) -> &Option<Vec<Hook>>) -> Vec<Hook> {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| pick(h).clone())
+        .unwrap_or_default()
+}
+
+impl Runtime {
+    /// A runtime keeping container state under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        Runtime { root: root.into() }
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates container `id` from the bundle at `bundle` (its config.json).
+    pub fn create(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<Container> {
+        let bundle = fs::canonicalize(bundle).at("resolving bundle", bundle)?;
+        let spec = load_spec(&bundle)?;
+        Ok(self
+            .create_from_spec(id, &bundle, &spec, opts, false)?
+            .container)
+    }
+
+    /// Creates container `id` from an already prepared spec; relative paths in it (root.path,
+    /// bind sources) are taken from `bundle`. `foreground` lets kiln hold the terminal itself.
+    pub fn create_from_spec(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        opts: &CreateOptions,
+        foreground: bool,
+    ) -> Result<Created> {
+        state::validate_id(id)?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::Config("config has no process".into()))?;
+        let terminal = process.terminal().unwrap_or(false);
+        if terminal && opts.console_socket.is_none() && !foreground {
+            return Err(Error::Config(
+                "process.terminal is true: --console-socket is required (or use run in the foreground)"
+                    .into(),
+            ));
+        }
+        let root_path = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .ok_or_else(|| Error::Config("config has no root.path".into()))?;
+        let rootfs = bundle.join(root_path);
+        let rootfs = fs::canonicalize(&rootfs).at("resolving root.path", &rootfs)?;
+        let linux = spec.linux().as_ref();
+        let prepared = Prepared::new(process, linux.and_then(|l| l.seccomp().as_ref()))?;
+        let plan = Plan::new(linux)?;
+
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.root)
+            .at("creating state root", &self.root)?;
+        let dir = ContainerState::dir(&self.root, id);
+        match fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Exists(id.to_string()))
+            }
+            Err(e) => return Err(e).at("creating state dir", &dir),
+        }
+        let mut guard = CreateGuard {
+            dir: &dir,
+            pid: None,
+            cgroup: None,
+            armed: true,
+        };
+        let lock = Lock::on(fs::File::open(&dir).at("opening", &dir)?, &dir)?;
+
+        let cg_path = linux
+            .and_then(|l| l.cgroups_path().as_deref())
+            .map(cgroups::normalize)
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("kiln/{id}"));
+        let cg = ContainerCgroup::create(&cg_path, linux.and_then(|l| l.resources().as_ref()))?;
+        guard.cgroup = Some(cg);
+
+        let fifo = dir.join(EXEC_FIFO);
+        let cfifo = sys::cpath(&fifo).at("mkfifo", &fifo)?;
+        // SAFETY: valid C string.
+        if unsafe { libc::mkfifo(cfifo.as_ptr(), 0o622) } != 0 {
+            return Err(std::io::Error::last_os_error()).at("mkfifo", &fifo);
+        }
+        if plan.new_userns {
+            // The init opens the fifo as the container's root: give it to that user.
+            let host = |m: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+                m.and_then(|v| v.iter().find(|e| e.container_id() == 0))
+                    .map(|e| e.host_id())
+            };
+            let uid = host(linux.and_then(|l| l.uid_mappings().as_ref()));
+            let gid = host(linux.and_then(|l| l.gid_mappings().as_ref()));
+            std::os::unix::fs::chown(&fifo, uid, gid).at("chown", &fifo)?;
+        }
+        let console = match (&opts.console_socket, terminal) {
+            (Some(p), true) => Some(UnixStream::connect(p).at("connecting to console socket", p)?),
+            _ => None,
+        };
+
+        let created = state::now_rfc3339();
+        let mut st = ContainerState {
+            oci_version: spec.version().clone(),
+            id: id.to_string(),
+            pid: 0,
+            pid_start: 0,
+            bundle: bundle.to_path_buf(),
+            rootfs: rootfs.clone(),
+            created,
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            cgroup: Some(cg_path.clone()),
+            poststop: hook_list(spec, |h| h.poststop()),
+            poststart: hook_list(spec, |h| h.poststart()),
+            started: false,
+        };
+        let prestart = hook_list(spec, |h| h.prestart());
+        let create_runtime = hook_list(spec, |h| h.create_runtime());
+        let runtime_hooks = !prestart.is_empty() || !create_runtime.is_empty();
+
+        let (parent_end, child_end) = sys::seqpacket_pair().step("socketpair")?;
+        let joined = namespaces::parent_enter(&plan.parent_join)?;
+        let pid = sys::clone_fork(plan.clone_flags).step("clone for the container init")?;
+        if pid == 0 {
+            // The flock belongs to the open file shared with the child: only the parent keeps it.
+            drop(lock);
+            drop(parent_end);
+            init::run(InitArgs {
+                spec,
+                bundle,
+                rootfs: &rootfs,
+                plan: &plan,
+                process: &prepared,
+                chan: Channel(child_end),
+                fifo: &fifo,
+                console: console.as_ref().map(|c| c.as_raw_fd()),
+                no_pivot: opts.no_pivot,
+                cgroup: Some(&cg_path),
+                runtime_hooks,
+                hook_state: st.oci_json(Status::Created),
+            });
+        }
+        guard.pid = Some(pid);
+        drop(child_end);
+        drop(console);
+        joined.restore()?;
+        let chan = Channel(parent_end);
+        if plan.new_userns {
+            namespaces::write_id_maps(pid, linux)?;
+        }
+        if let Some(cg) = &guard.cgroup {
+            cg.add(pid)?;
+        }
+        chan.send(&Msg::Go, None)
+            .step("releasing the container init")?;
+        st.pid = pid;
+        let mut pty = None;
+        loop {
+            let (msg, fd) = chan
+                .recv()
+                .map_err(|e| Error::Init(format!("init exited during setup ({e})")))?;
+            match msg {
+                Msg::RunHooks => {
+                    let s = st.oci_json(Status::Creating);
+                    hooks::run("prestart", &prestart, &s)?;
+                    hooks::run("createRuntime", &create_runtime, &s)?;
+                    chan.send(&Msg::HooksDone, None)
+                        .step("resuming the container init")?;
+                }
+                Msg::Pty => pty = fd,
+                Msg::Ready => break,
+                Msg::Error(m) => return Err(Error::Init(m)),
+                other => return Err(Error::Init(format!("unexpected message {other:?}"))),
+            }
+        }
+        st.pid_start = sys::proc_start_time(pid).map(|(s, _)| s).unwrap_or(0);
+        st.save(&self.root)?;
+        if let Some(pf) = &opts.pid_file {
+            write_pid_file(pf, pid)?;
+        }
+        guard.armed = false;
+        drop(guard);
+        drop(lock);
+        Ok(Created {
+            container: Container {
+                root: self.root.clone(),
+                state: st,
+            },
+            pty,
+        })
+    }
+
+    /// Loads an existing container.
+    pub fn load(&self, id: &str) -> Result<Container> {
+        state::validate_id(id)?;
+        Ok(Container {
+            root: self.root.clone(),
+            state: ContainerState::load(&self.root, id)?,
+        })
+    }
+
+    /// Every container under the state root (unreadable entries are skipped).
+    pub fn list(&self) -> Result<Vec<Container>> {
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).at("listing", &self.root),
+        };
+        let mut out: Vec<Container> = rd
+            .flatten()
+            .filter_map(|e| self.load(&e.file_name().to_string_lossy()).ok())
+            .collect();
+        out.sort_by(|a, b| a.state.id.cmp(&b.state.id));
+        Ok(out)
+    }
+
+    /// `run`: create, start, and (unless `detach`) wait for the process, delete the container
+    /// and return its exit code. Detached, returns 0 once started.
+    pub fn run(&self, id: &str, bundle: &Path, opts: &CreateOptions, detach: bool) -> Result<i32> {
+        let bundle = fs::canonicalize(bundle).at("resolving bundle", bundle)?;
+        let spec = load_spec(&bundle)?;
+        self.run_spec(id, &bundle, &spec, opts, detach)
+    }
+
+    /// `run` for a prepared spec (the library entry point for build steps and services).
+    pub fn run_spec(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        opts: &CreateOptions,
+        detach: bool,
+    ) -> Result<i32> {
+        let Created { mut container, pty } =
+            self.create_from_spec(id, bundle, spec, opts, !detach)?;
+        if let Err(e) = container.start() {
+            let _ = container.delete(true);
+            return Err(e);
+        }
+        if detach {
+            return Ok(0);
+        }
+        let pid = container.pid();
+        let code = match pty {
+            Some(m) => crate::tty::proxy(m, pid),
+            None => sys::waitpid(pid, 0)
+                .map(|(_, s)| sys::exit_code(s))
+                .step("waiting for the container process"),
+        };
+        let del = container.delete(true);
+        let code = code?;
+        del?;
+        Ok(code)
+    }
+}
+
+/// Writes a pid file atomically.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("kiln-tmp");
+    fs::write(&tmp, pid.to_string()).at("writing pid file", &tmp)?;
+    fs::rename(&tmp, path).at("renaming pid file to", path)
+}
+
+impl Container {
+    /// The container id.
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    /// Host pid of the init process.
+    pub fn pid(&self) -> i32 {
+        self.state.pid
+    }
+
+    /// The bundle directory.
+    pub fn bundle(&self) -> &Path {
+        &self.state.bundle
+    }
+
+    /// The persisted state.
+    pub fn persisted(&self) -> &ContainerState {
+        &self.state
+    }
+
+    /// The live status.
+    pub fn status(&self) -> Status {
+        self.state.status(&self.root)
+    }
+
+    /// The OCI state document.
+    pub fn state_json(&self) -> serde_json::Value {
+        self.state.oci_json(self.status())
+    }
+
+    fn need(&self, action: &'static str, ok: &[Status], needed: &'static str) -> Result<Status> {
+        let s = self.status();
+        if ok.contains(&s) {
+            Ok(s)
+        } else {
+            Err(Error::BadState {
+                id: self.state.id.clone(),
+                status: s.to_string(),
+                action,
+                needed,
+            })
+        }
+    }
+
+    fn cgroup(&self) -> Option<ContainerCgroup> {
+        self.state.cgroup.as_deref().map(ContainerCgroup::load)
+    }
+
+    /// Starts the user process (releases the init blocked on the exec fifo), then runs the
+    /// poststart hooks; their failures come back as warnings.
+    pub fn start(&mut self) -> Result<Vec<Error>> {
+        let _lock = Lock::acquire(&self.root, &self.state.id)?;
+        self.need("start", &[Status::Created], "created")?;
+        let fifo = ContainerState::dir(&self.root, &self.state.id).join(EXEC_FIFO);
+        let fd = sys::open(
+            &fifo,
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            0,
+        )
+        .at("opening exec fifo", &fifo)?;
+        loop {
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut p, 1, 50) };
+            if rc > 0 {
+                let mut b = [0u8; 1];
+                // SAFETY: reading into a live buffer.
+                let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+                if n == 1 {
+                    break;
+                }
+            }
+            if !matches!(
+                sys::proc_start_time(self.state.pid),
+                Some((s, false)) if s == self.state.pid_start
+            ) {
+                return Err(Error::Init("the container init exited before start".into()));
+            }
+        }
+        let _ = fs::remove_file(&fifo);
+        self.state.started = true;
+        self.state.save(&self.root)?;
+        let s = self.state.oci_json(Status::Running);
+        let mut warnings = Vec::new();
+        for h in &self.state.poststart {
+            if let Err(e) = hooks::run("poststart", std::slice::from_ref(h), &s) {
+                warnings.push(e);
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// Sends `sig` to the init process, or with `all` to every process of the container.
+    pub fn kill(&self, sig: i32, all: bool) -> Result<()> {
+        self.need(
+            "kill",
+            &[Status::Created, Status::Running, Status::Paused],
+            "created, running or paused",
+        )?;
+        if all {
+            if let Some(cg) = self.cgroup() {
+                for p in cg.procs() {
+                    let _ = sys::kill(p, sig);
+                }
+                return Ok(());
+            }
+        }
+        sys::kill(self.state.pid, sig).step(format!("kill({}, {sig})", self.state.pid))
+    }
+
+    /// Pids of the container's processes (from its cgroup).
+    pub fn processes(&self) -> Vec<i32> {
+        self.cgroup().map(|c| c.procs()).unwrap_or_default()
+    }
+
+    /// Freezes the container.
+    pub fn pause(&self) -> Result<()> {
+        self.need("pause", &[Status::Running], "running")?;
+        self.cgroup()
+            .ok_or_else(|| Error::Config("container has no cgroup".into()))?
+            .freeze()
+    }
+
+    /// Thaws the container.
+    pub fn resume(&self) -> Result<()> {
+        self.need("resume", &[Status::Paused], "paused")?;
+        self.cgroup()
+            .ok_or_else(|| Error::Config("container has no cgroup".into()))?
+            .thaw()
+    }
+
+    /// Resource usage (cpu, memory, pids) as JSON.
+    pub fn stats(&self) -> serde_json::Value {
+        self.cgroup().map(|c| c.stats()).unwrap_or_default()
+    }
+
+    /// Deletes the container: a stopped or created one always; a running one only with
+    /// `force` (everything in it is killed). Runs poststop hooks; their failures are warnings.
+    pub fn delete(self, force: bool) -> Result<Vec<Error>> {
+        let _lock = Lock::acquire(&self.root, &self.state.id)?;
+        let status = self.status();
+        let cg = self.cgroup();
+        match status {
+            Status::Stopped => {}
+            Status::Created => self.kill_all(cg.as_ref()),
+            Status::Running | Status::Paused if force => self.kill_all(cg.as_ref()),
+            _ => {
+                return Err(Error::BadState {
+                    id: self.state.id.clone(),
+                    status: status.to_string(),
+                    action: "delete",
+                    needed: "stopped or created (or --force)",
+                })
+            }
+        }
+        if status != Status::Stopped {
+            self.wait_gone();
+        }
+        if let Some(cg) = &cg {
+            cg.remove(REAP_WAIT)?;
+        }
+        let mut warnings = Vec::new();
+        if !self.state.poststop.is_empty() {
+            let s = self.state.oci_json(Status::Stopped);
+            for h in &self.state.poststop {
+                if let Err(e) = hooks::run("poststop", std::slice::from_ref(h), &s) {
+                    warnings.push(e);
+                }
+            }
+        }
+        let dir = ContainerState::dir(&self.root, &self.state.id);
+        fs::remove_dir_all(&dir).at("removing state dir", &dir)?;
+        Ok(warnings)
+    }
+
+    fn kill_all(&self, cg: Option<&ContainerCgroup>) {
+        if let Some(cg) = cg {
+            if cgroups::frozen(cg) {
+                let _ = cg.thaw();
+            }
+            for p in cg.procs() {
+                let _ = sys::kill(p, libc::SIGKILL);
+            }
+        }
+        let _ = sys::kill(self.state.pid, libc::SIGKILL);
+    }
+
+    /// Waits until the init is gone (reaping it if it is our child) or a zombie of someone else.
+    fn wait_gone(&self) {
+        let deadline = Instant::now() + REAP_WAIT;
+        while Instant::now() < deadline {
+            let _ = sys::waitpid(self.state.pid, libc::WNOHANG);
+            match sys::proc_start_time(self.state.pid) {
+                Some((s, false)) if s == self.state.pid_start => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                _ => return,
+            }
+        }
+    }
+}

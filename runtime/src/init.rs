@@ -1,0 +1,255 @@
+//! The container's init process: runs in the child of `create`, sets up namespaces, the root
+//! filesystem and the terminal, reports `Ready`, blocks on the exec fifo until `start`, then
+//! becomes the user process.
+
+use std::convert::Infallible;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Hook, Spec};
+
+use crate::error::{Ctx, Error, Result};
+use crate::namespaces::Plan;
+use crate::process::Prepared;
+use crate::rootfs::{self, MountCtx};
+use crate::sync::{Channel, Msg};
+use crate::{hooks, sys, tty};
+
+/// Everything the init process needs, prepared by the parent before the clone.
+pub struct InitArgs<'a> {
+    /// The container config.
+    pub spec: &'a Spec,
+    /// Bundle directory.
+    pub bundle: &'a Path,
+    /// Absolute rootfs path.
+    pub rootfs: &'a Path,
+    /// The namespace plan.
+    pub plan: &'a Plan,
+    /// The converted process.
+    pub process: &'a Prepared,
+    /// The child's end of the handshake.
+    pub chan: Channel,
+    /// The exec fifo `start` opens.
+    pub fifo: &'a Path,
+    /// A connected console socket, when the process has a terminal and one was given.
+    pub console: Option<RawFd>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// The container's cgroup path (for `cgroup` mounts).
+    pub cgroup: Option<&'a str>,
+    /// Whether the parent has prestart/createRuntime hooks to run mid-setup.
+    pub runtime_hooks: bool,
+    /// The state document passed to createContainer/startContainer hooks (pid filled in here).
+    pub hook_state: serde_json::Value,
+}
+
+/// Runs the init; never returns (exits or execs). Errors are sent to the parent.
+pub fn run(args: InitArgs) -> ! {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| setup_and_exec(&args)));
+    let msg = match r {
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(never)) => match never {},
+        Err(_) => "init panicked".to_string(),
+    };
+    if args.chan.send(&Msg::Error(msg.clone()), None).is_err() {
+        // The parent is gone (after start): the user sees the error on the container's stderr.
+        eprintln!("kiln init: {msg}");
+    }
+    sys::exit_now(1)
+}
+
+fn expect(chan: &Channel, want: Msg) -> Result<()> {
+    match chan.recv().step("reading from the parent")?.0 {
+        m if m == want => Ok(()),
+        other => Err(Error::Init(format!(
+            "expected {want:?} from the parent, got {other:?}"
+        ))),
+    }
+}
+
+fn hooks_of(spec: &Spec, pick: fn(&oci_spec::runtime::Hooks) -> &Option<Vec<Hook>>) -> &[Hook] {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| pick(h).as_deref())
+        .unwrap_or(&[])
+}
+
+fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
+    let spec = a.spec;
+    let linux = spec.linux().as_ref();
+    expect(&a.chan, Msg::Go)?;
+    if a.plan.new_userns {
+        // SAFETY: plain syscalls; root of the new namespace is mapped by the parent.
+        unsafe {
+            libc::setresgid(0, 0, 0);
+            libc::setresuid(0, 0, 0);
+        }
+    }
+    if a.plan.new_cgroupns {
+        sys::unshare(libc::CLONE_NEWCGROUP).step("unshare(CLONE_NEWCGROUP)")?;
+    }
+    crate::namespaces::child_enter(&a.plan.child_join)?;
+    let host_pid: i32 = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or(0);
+
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        for (k, v) in sysctl {
+            let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+            std::fs::write(&p, v).at(format!("setting sysctl {k}={v} via"), &p)?;
+        }
+    }
+    if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        let p = Path::new("/proc/self/oom_score_adj");
+        std::fs::write(p, adj.to_string()).at(format!("setting oom_score_adj {adj} in"), p)?;
+    }
+    a.process.apply_rlimits()?;
+
+    let userns = a.plan.new_userns
+        || a.plan
+            .child_join
+            .iter()
+            .any(|j| j.flag == libc::CLONE_NEWUSER);
+    let propagation = linux.and_then(|l| l.rootfs_propagation().as_deref());
+    let mounts = spec.mounts().as_deref().unwrap_or(&[]);
+    // Without a mount namespace the mounts land in the runtime's namespace (as with runc).
+    {
+        if a.plan.has_mntns {
+            rootfs::prepare_root(a.rootfs, propagation)?;
+        }
+        let ctx = MountCtx {
+            rootfs: a.rootfs,
+            bundle: a.bundle,
+            cgroup: a.cgroup,
+            userns,
+        };
+        for m in mounts {
+            rootfs::mount_one(m, &ctx)?;
+        }
+        let dev_is_bind = mounts.iter().any(|m| {
+            m.destination() == Path::new("/dev")
+                && (m.typ().as_deref() == Some("bind")
+                    || m.options()
+                        .as_deref()
+                        .unwrap_or(&[])
+                        .iter()
+                        .any(|o| o == "bind" || o == "rbind"))
+        });
+        if !dev_is_bind {
+            let devices = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
+            rootfs::setup_dev(a.rootfs, devices, userns)?;
+        }
+        let cwd = rootfs::resolve_in_root(a.rootfs, a.process.cwd());
+        std::fs::create_dir_all(&cwd).at("creating process.cwd", &cwd)?;
+    }
+    let fifo =
+        sys::open(a.fifo, libc::O_PATH | libc::O_CLOEXEC, 0).at("opening exec fifo", a.fifo)?;
+
+    if a.runtime_hooks {
+        a.chan
+            .send(&Msg::RunHooks, None)
+            .step("asking the parent to run hooks")?;
+        expect(&a.chan, Msg::HooksDone)?;
+    }
+    let mut state = a.hook_state.clone();
+    state["pid"] = host_pid.into();
+    hooks::run(
+        "createContainer",
+        hooks_of(spec, |h| h.create_container()),
+        &state,
+    )?;
+
+    if a.plan.has_mntns {
+        if a.no_pivot {
+            rootfs::move_root(a.rootfs)?;
+        } else {
+            rootfs::pivot(a.rootfs)?;
+        }
+        if let Some(p) = propagation {
+            rootfs::set_root_propagation(p)?;
+        }
+    } else {
+        sys::chroot(a.rootfs).at("chroot", a.rootfs)?;
+        std::env::set_current_dir("/").at("chdir", "/")?;
+    }
+
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        if !a.plan.has_utsns {
+            return Err(Error::Config(
+                "hostname is set but the container has no uts namespace".into(),
+            ));
+        }
+        sys::sethostname(h).step(format!("sethostname({h:?})"))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        sys::setdomainname(d).step(format!("setdomainname({d:?})"))?;
+    }
+    if let Some(l) = linux {
+        rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
+        rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        rootfs::remount_ro(Path::new("/"))?;
+    }
+
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    if terminal {
+        let (master, slave) = tty::open_pty()?;
+        send_master(a, &master)?;
+        drop(master);
+        let size = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.console_size())
+            .map(|b| (b.height() as u16, b.width() as u16));
+        tty::become_tty(&slave, size)?;
+    }
+    a.process.chdir()?;
+    let exe = a.process.resolve_exe()?;
+    a.chan.send(&Msg::Ready, None).step("reporting ready")?;
+
+    wait_for_start(&fifo)?;
+    drop(fifo);
+    state["status"] = "running".into();
+    hooks::run(
+        "startContainer",
+        hooks_of(spec, |h| h.start_container()),
+        &state,
+    )?;
+    a.process.finalize_identity()?;
+    Err(a.process.exec(&exe))
+}
+
+/// Hands the pty master to the console socket, or to the parent (foreground `run`).
+fn send_master(a: &InitArgs, master: &OwnedFd) -> Result<()> {
+    match a.console {
+        Some(sock) => tty::send_console(sock, master),
+        None => a
+            .chan
+            .send(&Msg::Pty, Some(master.as_raw_fd()))
+            .step("passing the pty master to kiln"),
+    }
+}
+
+/// Blocks until `start` opens the fifo for reading, then tells it we are going.
+fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fifo.as_raw_fd()));
+    let w = sys::open(&path, libc::O_WRONLY | libc::O_CLOEXEC, 0)
+        .at("opening exec fifo for writing (is /proc mounted?)", &path)?;
+    let b = [b'0'];
+    // SAFETY: writing one byte from a live buffer.
+    if unsafe { libc::write(w.as_raw_fd(), b.as_ptr().cast(), 1) } != 1 {
+        return Err(std::io::Error::last_os_error()).at("writing exec fifo", &path);
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The container process itself: argv/env, executable lookup, rlimits, identity, capabilities,
+//! no_new_privs, seccomp and the final execve. Shared by the container init and `exec`.
+
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use caps::{CapSet, Capability, CapsHashSet};
+use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, PosixRlimitType, Process};
+
+use crate::error::{Ctx, Error, Result};
+use crate::seccomp;
+
+/// PATH used for the lookup when the process environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything needed to turn the current (set-up) process into the container process.
+pub struct Prepared {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    path_var: String,
+    cwd: PathBuf,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    umask: Option<u32>,
+    rlimits: Vec<(libc::__rlimit_resource_t, &'static str, u64, u64)>,
+    caps: Option<Sets>,
+    no_new_privs: bool,
+    seccomp: Option<seccomp::Compiled>,
+}
+
+/// The five capability sets, converted.
+struct Sets {
+    bounding: CapsHashSet,
+    effective: CapsHashSet,
+    inheritable: CapsHashSet,
+    permitted: CapsHashSet,
+    ambient: CapsHashSet,
+}
+
+fn cstr(s: &str, what: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Config(format!("{what} {s:?} contains a NUL byte")))
+}
+
+fn rlimit(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
+    use PosixRlimitType::*;
+    match t {
+        RlimitCpu => (libc::RLIMIT_CPU, "RLIMIT_CPU"),
+        RlimitFsize => (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
+        RlimitData => (libc::RLIMIT_DATA, "RLIMIT_DATA"),
+        RlimitStack => (libc::RLIMIT_STACK, "RLIMIT_STACK"),
+        RlimitCore => (libc::RLIMIT_CORE, "RLIMIT_CORE"),
+        RlimitRss => (libc::RLIMIT_RSS, "RLIMIT_RSS"),
+        RlimitNproc => (libc::RLIMIT_NPROC, "RLIMIT_NPROC"),
+        RlimitNofile => (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
+        RlimitMemlock => (libc::RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK"),
+        RlimitAs => (libc::RLIMIT_AS, "RLIMIT_AS"),
+        RlimitLocks => (libc::RLIMIT_LOCKS, "RLIMIT_LOCKS"),
+        RlimitSigpending => (libc::RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING"),
+        RlimitMsgqueue => (libc::RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE"),
+        RlimitNice => (libc::RLIMIT_NICE, "RLIMIT_NICE"),
+        RlimitRtprio => (libc::RLIMIT_RTPRIO, "RLIMIT_RTPRIO"),
+        RlimitRttime => (libc::RLIMIT_RTTIME, "RLIMIT_RTTIME"),
+    }
+}
+
+/// Converts an OCI capability list to the caps crate's set (names the kernel lacks are skipped).
+fn cap_set<T: serde::Serialize>(list: Option<&std::collections::HashSet<T>>) -> CapsHashSet {
+    let mut out = CapsHashSet::new();
+    for c in list.into_iter().flatten() {
+        if let Ok(serde_json::Value::String(name)) = serde_json::to_value(c) {
+            if let Ok(cap) = Capability::from_str(&name) {
+                out.insert(cap);
+            }
+        }
+    }
+    out
+}
+
+fn sets(c: &LinuxCapabilities) -> Sets {
+    Sets {
+        bounding: cap_set(c.bounding().as_ref()),
+        effective: cap_set(c.effective().as_ref()),
+        inheritable: cap_set(c.inheritable().as_ref()),
+        permitted: cap_set(c.permitted().as_ref()),
+        ambient: cap_set(c.ambient().as_ref()),
+    }
+}
+
+impl Prepared {
+    /// Checks and converts the process description (nothing is applied yet).
+    pub fn new(p: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<Prepared> {
+        let args = p.args().as_deref().unwrap_or(&[]);
+        if args.is_empty() {
+            return Err(Error::Config("process.args is empty".into()));
+        }
+        let argv = args
+            .iter()
+            .map(|a| cstr(a, "argument"))
+            .collect::<Result<Vec<_>>>()?;
+        let env = p.env().as_deref().unwrap_or(&[]);
+        let envp = env
+            .iter()
+            .map(|e| cstr(e, "environment entry"))
+            .collect::<Result<Vec<_>>>()?;
+        let path_var = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_string();
+        let rlimits = p
+            .rlimits()
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|r| {
+                let (res, name) = rlimit(r.typ());
+                (res, name, r.soft(), r.hard())
+            })
+            .collect();
+        let user = p.user();
+        Ok(Prepared {
+            argv,
+            envp,
+            path_var,
+            cwd: p.cwd().clone(),
+            uid: user.uid(),
+            gid: user.gid(),
+            groups: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask(),
+            rlimits,
+            caps: p.capabilities().as_ref().map(sets),
+            no_new_privs: p.no_new_privileges().unwrap_or(false),
+            seccomp: seccomp.map(seccomp::compile).transpose()?,
+        })
+    }
+
+    /// The working directory of the process.
+    pub fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
+    /// Finds the executable like execvp does, but with the container's PATH, in the current root.
+    pub fn resolve_exe(&self) -> Result<CString> {
+        let arg0 = self.argv[0].to_bytes();
+        if arg0.contains(&b'/') {
+            return Ok(self.argv[0].clone());
+        }
+        let name = String::from_utf8_lossy(arg0).into_owned();
+        for dir in self.path_var.split(':').filter(|d| !d.is_empty()) {
+            let cand = Path::new(dir).join(&name);
+            if let Ok(md) = std::fs::metadata(&cand) {
+                if md.is_file() && md.permissions().mode() & 0o111 != 0 {
+                    return CString::new(cand.as_os_str().as_bytes())
+                        .map_err(|_| Error::Config("executable path has a NUL".into()));
+                }
+            }
+        }
+        Err(Error::Config(format!(
+            "executable {name:?} not found in $PATH ({})",
+            self.path_var
+        )))
+    }
+
+    /// Applies the rlimits, explaining the failure when a hard limit cannot be raised.
+    pub fn apply_rlimits(&self) -> Result<()> {
+        for &(res, name, soft, hard) in &self.rlimits {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: `lim` is a valid rlimit struct.
+            if unsafe { libc::setrlimit(res, &lim) } == 0 {
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: `cur` is a valid out pointer.
+            unsafe { libc::getrlimit(res, &mut cur) };
+            let why = if e.raw_os_error() == Some(libc::EPERM) && hard > cur.rlim_max {
+                format!(
+                    "the hard limit is above the current hard limit {} and raising it needs \
+                     CAP_SYS_RESOURCE, which this process does not have ({e})",
+                    cur.rlim_max
+                )
+            } else if soft > hard {
+                format!("soft limit is above the hard limit ({e})")
+            } else {
+                e.to_string()
+            };
+            return Err(Error::Rlimit {
+                name: name.to_string(),
+                soft,
+                hard,
+                why,
+            });
+        }
+        Ok(())
+    }
+
+    /// chdir to the process cwd.
+    pub fn chdir(&self) -> Result<()> {
+        std::env::set_current_dir(&self.cwd).at("chdir to process.cwd", &self.cwd)
+    }
+
+    /// Switches user, groups, umask, capabilities, no_new_privs and seccomp (in the order that
+    /// keeps each step permitted), leaving the process ready for execve.
+    pub fn finalize_identity(&self) -> Result<()> {
+        if let Some(m) = self.umask {
+            // SAFETY: umask cannot fail.
+            unsafe { libc::umask(m as libc::mode_t) };
+        }
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
+        if !self.no_new_privs {
+            if let Some(s) = &self.seccomp {
+                s.load()?;
+            }
+        }
+        if let Some(c) = &self.caps {
+            for cap in caps::all() {
+                if !c.bounding.contains(&cap) {
+                    match caps::drop(None, CapSet::Bounding, cap) {
+                        Ok(()) => {}
+                        // Capabilities newer than this kernel are not in its bounding set.
+                        Err(_) if !crate::process::cap_supported(cap) => {}
+                        Err(e) => {
+                            return Err(Error::Config(format!(
+                                "dropping {cap} from the bounding set: {e}"
+                            )))
+                        }
+                    }
+                }
+            }
+            crate::sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).step("prctl(PR_SET_KEEPCAPS)")?;
+        }
+        self.set_ids()?;
+        if let Some(c) = &self.caps {
+            crate::sys::prctl(libc::PR_SET_KEEPCAPS, 0, 0).step("prctl(PR_SET_KEEPCAPS)")?;
+            let set = |which: CapSet, v: &CapsHashSet| {
+                caps::set(None, which, v)
+                    .map_err(|e| Error::Config(format!("setting {which:?} capabilities: {e}")))
+            };
+            set(CapSet::Effective, &c.effective)?;
+            set(CapSet::Inheritable, &c.inheritable)?;
+            set(CapSet::Permitted, &c.permitted)?;
+            // Ambient caps must also be permitted and inheritable; others are skipped (as runc).
+            caps::clear(None, CapSet::Ambient)
+                .map_err(|e| Error::Config(format!("clearing ambient capabilities: {e}")))?;
+            for cap in &c.ambient {
+                if c.permitted.contains(cap) && c.inheritable.contains(cap) {
+                    caps::raise(None, CapSet::Ambient, *cap).map_err(|e| {
+                        Error::Config(format!("raising ambient capability {cap}: {e}"))
+                    })?;
+                }
+            }
+        }
+        if self.no_new_privs {
+            crate::sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
+                .step("prctl(PR_SET_NO_NEW_PRIVS)")?;
+            if let Some(s) = &self.seccomp {
+                s.load()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_ids(&self) -> Result<()> {
+        let groups: Vec<libc::gid_t> = self.groups.clone();
+        // SAFETY: pointer and length describe `groups`.
+        if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+            let e = std::io::Error::last_os_error();
+            // In a user namespace with setgroups denied, an empty list is the only option.
+            if !(groups.is_empty() && e.raw_os_error() == Some(libc::EPERM)) {
+                return Err(e).step(format!("setgroups({:?})", self.groups));
+            }
+        }
+        // SAFETY: plain syscalls.
+        if unsafe { libc::setresgid(self.gid, self.gid, self.gid) } != 0 {
+            return Err(std::io::Error::last_os_error()).step(format!("setresgid({})", self.gid));
+        }
+        // SAFETY: plain syscall.
+        if unsafe { libc::setresuid(self.uid, self.uid, self.uid) } != 0 {
+            return Err(std::io::Error::last_os_error()).step(format!("setresuid({})", self.uid));
+        }
+        Ok(())
+    }
+
+    /// Replaces the process image; returns only with the error.
+    pub fn exec(&self, exe: &CStr) -> Error {
+        let e = crate::sys::execve(exe, &self.argv, &self.envp);
+        Error::Path {
+            step: "execve".into(),
+            path: PathBuf::from(exe.to_string_lossy().into_owned()),
+            source: e,
+        }
+    }
+}
+
+/// Whether the running kernel knows capability `cap` (index <= cap_last_cap).
+pub fn cap_supported(cap: Capability) -> bool {
+    static LAST: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    let last = *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40)
+    });
+    cap.index() <= last
+}

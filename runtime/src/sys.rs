@@ -1,0 +1,241 @@
+//! Thin, safe wrappers over the Linux system calls the runtime uses (each returns `io::Result`).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Turns a -1 return into the thread's errno.
+fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// A path as a C string (paths with an interior NUL are refused).
+pub fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// mount(2); `None` arguments are passed as NULL.
+pub fn mount(
+    src: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let src = src.map(cpath).transpose()?;
+    let target = cpath(target)?;
+    let fstype = fstype
+        .map(|s| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
+        .transpose()?;
+    let data = data
+        .map(|s| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
+        .transpose()?;
+    let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            p(&src),
+            target.as_ptr(),
+            p(&fstype),
+            flags,
+            p(&data).cast::<libc::c_void>(),
+        )
+    };
+    check(rc.into()).map(drop)
+}
+
+/// umount2(2).
+pub fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
+    let t = cpath(target)?;
+    // SAFETY: `t` is a valid C string.
+    check(unsafe { libc::umount2(t.as_ptr(), flags) }.into()).map(drop)
+}
+
+/// pivot_root(2).
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
+    let n = cpath(new_root)?;
+    let o = cpath(put_old)?;
+    // SAFETY: both arguments are valid C strings.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) }).map(drop)
+}
+
+/// chroot(2).
+pub fn chroot(p: &Path) -> io::Result<()> {
+    let c = cpath(p)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::chroot(c.as_ptr()) }.into()).map(drop)
+}
+
+/// fchdir(2).
+pub fn fchdir(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: plain syscall on an fd we hold.
+    check(unsafe { libc::fchdir(fd.as_raw_fd()) }.into()).map(drop)
+}
+
+/// setns(2) into the namespace behind `fd` (`nstype` 0 accepts any kind).
+pub fn setns(fd: &impl AsRawFd, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall on an fd we hold.
+    check(unsafe { libc::setns(fd.as_raw_fd(), nstype) }.into()).map(drop)
+}
+
+/// unshare(2).
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::unshare(flags) }.into()).map(drop)
+}
+
+/// Forks with `clone(flags | SIGCHLD)` on the current stack, like fork(2) but able to create
+/// namespaces. Returns 0 in the child and the child's pid in the parent.
+///
+/// The caller must be single-threaded (as `kiln create` is).
+pub fn clone_fork(flags: libc::c_int) -> io::Result<libc::pid_t> {
+    let flags = (flags | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: with a NULL stack the child runs on a copy-on-write copy of our stack, exactly
+    // like fork(2); the process is single-threaded so no lock can be held by another thread.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    check(rc).map(|pid| pid as libc::pid_t)
+}
+
+/// Exits the calling process immediately without running destructors or atexit handlers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// kill(2).
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::kill(pid, sig) }.into()).map(drop)
+}
+
+/// waitpid(2), retrying on EINTR; returns (pid, raw status). With WNOHANG pid may be 0.
+pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<(libc::pid_t, libc::c_int)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if rc == -1 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok((rc, status));
+    }
+}
+
+/// The shell-style exit code of a wait status (128+signal for a killed process).
+pub fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+/// mknod(2).
+pub fn mknod(p: &Path, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
+    let c = cpath(p)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mknod(c.as_ptr(), mode, dev) }.into()).map(drop)
+}
+
+/// lchown(2).
+pub fn lchown(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+}
+
+/// sethostname(2).
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: pointer and length describe `name`.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }.into()).map(drop)
+}
+
+/// setdomainname(2).
+pub fn setdomainname(name: &str) -> io::Result<()> {
+    // SAFETY: pointer and length describe `name`.
+    check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) }.into()).map(drop)
+}
+
+/// Opens a path with raw open(2) flags, returning an owned fd.
+pub fn open(p: &Path, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    let c = cpath(p)?;
+    // SAFETY: valid C string; the returned fd is owned by us.
+    let fd = check(unsafe { libc::open(c.as_ptr(), flags, mode as libc::c_uint) }.into())?;
+    // SAFETY: `fd` was just returned by open(2) and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// dup2(2).
+pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscall on fds.
+    check(unsafe { libc::dup2(from, to) }.into()).map(drop)
+}
+
+/// setsid(2).
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::setsid() }.into()).map(drop)
+}
+
+/// An ioctl whose argument is an integer or a pointer the caller vouches for.
+///
+/// # Safety
+/// `arg` must be what the kernel expects for `req` on this fd.
+pub unsafe fn ioctl(fd: RawFd, req: libc::c_ulong, arg: usize) -> io::Result<libc::c_int> {
+    // SAFETY: forwarded to the caller's contract.
+    let rc = unsafe { libc::ioctl(fd, req as _, arg) };
+    check(rc.into()).map(|r| r as libc::c_int)
+}
+
+/// prctl(2) with up to two arguments.
+pub fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> io::Result<libc::c_int> {
+    // SAFETY: the prctl ops we use take integer arguments only.
+    let rc = unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    check(rc.into()).map(|r| r as libc::c_int)
+}
+
+/// A socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC).
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    let ty = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+    // SAFETY: `fds` has room for the two descriptors.
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) };
+    check(rc.into())?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// execve(2) with an already-resolved path; returns only on failure.
+pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: argv/envp are NULL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// The start time (in clock ticks since boot) of a process, from /proc/<pid>/stat; also tells
+/// whether it is a zombie. `None` when the process does not exist.
+pub fn proc_start_time(pid: libc::pid_t) -> Option<(u64, bool)> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: split after the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    // After the state come ppid (4) ... starttime is field 22 overall, i.e. the 20th after ')'.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((start, state == "Z" || state == "X"))
+}
