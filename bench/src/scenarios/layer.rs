@@ -187,6 +187,7 @@ pub fn run(params: &Params) -> Result<Report> {
     };
     let (mut gz, gz_size) = pack(Compression::Gzip)?;
     let (mut zs, zs_size) = pack(Compression::Zstd)?;
+    let (mut plain, plain_size) = pack(Compression::None)?;
 
     let q = shell_quote(&tree.dir);
     let peer_cmd = format!("tar -cf - -C {q} . | gzip -1 | sha256sum");
@@ -208,6 +209,13 @@ pub fn run(params: &Params) -> Result<Report> {
         &tree,
         &mut zs,
         zs_size,
+    );
+    layer_row(
+        &mut report,
+        "kiln layer (plain tar: walk + tar + sha256)",
+        &tree,
+        &mut plain,
+        plain_size,
     );
     let peer_mbs = layer_row(
         &mut report,
