@@ -149,6 +149,7 @@ fn layer_row(
 /// The scenario.
 pub fn run(params: &Params) -> Result<Report> {
     let runs: usize = params.num("runs", 5)?;
+    let level: i32 = params.num("level", Compression::Gzip.default_level())?;
     let tree = ensure_tree(params)?;
     let store = fresh_store(params, "layer-store")?;
     let mut report = Report::new("layer");
@@ -175,6 +176,7 @@ pub fn run(params: &Params) -> Result<Report> {
     let mut pack = |compression: Compression| -> Result<(Vec<f64>, u64)> {
         let opts = LayerOptions {
             compression,
+            level: (compression == Compression::Gzip).then_some(level),
             ..LayerOptions::default()
         };
         let samples = time_runs(runs, || {
@@ -198,7 +200,7 @@ pub fn run(params: &Params) -> Result<Report> {
 
     let kiln_mbs = layer_row(
         &mut report,
-        "kiln layer (gzip -1, digest + diff_id)",
+        &format!("kiln layer (gzip -{level}, digest + diff_id)"),
         &tree,
         &mut gz,
         gz_size,
