@@ -1,8 +1,10 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
 mod container;
+mod env;
 mod image;
 mod net;
+mod router;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +60,24 @@ pub enum Command {
     /// The OCI runtime (runc's command line).
     #[command(flatten)]
     Runtime(container::RuntimeCommand),
+    /// Environments: list, status, destroy, and drive their router.
+    #[command(subcommand)]
+    Env(env::EnvCommand),
+    /// An environment's router process (internal: started by deploy and `kiln env router`).
+    #[command(hide = true)]
+    Router(router::RouterArgs),
+}
+
+/// Reports a command's error (with its causes) under `kiln AREA:` and turns the result into
+/// an exit code.
+pub(crate) fn finish(area: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln {area}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Parses the command line, runs the command and turns its result into an exit code.
@@ -67,5 +87,7 @@ pub fn main() -> ExitCode {
         Command::Net(cmd) => net::run(&cli.global, cmd),
         Command::Image(cmd) => image::main(&cli.global, cmd),
         Command::Runtime(c) => container::main(&cli.global, c),
+        Command::Env(cmd) => env::run(&cli.global, cmd),
+        Command::Router(args) => router::run(&cli.global, args),
     }
 }

@@ -1,5 +1,6 @@
 //! The benchmark scenarios: one module each, listed in `ALL`.
 
+mod deploy;
 mod layer;
 mod net;
 mod unpack;
@@ -21,6 +22,10 @@ const ALL: &[Scenario] = &[
     Scenario {
         name: "net",
         run: net::run,
+    },
+    Scenario {
+        name: "deploy",
+        run: deploy::run,
     },
     Scenario {
         name: "layer",
