@@ -219,6 +219,7 @@ fn import(store: &Store, args: ImportArgs) -> Result<()> {
         "zstd" => Compression::Zstd,
         other => bail!("--compression {other:?}: expected gzip or zstd"),
     };
+    kiln_overlay::validate_ref(&args.tag)?; // before the (long) layer write
     let opts = LayerOptions {
         compression,
         ..LayerOptions::default()
