@@ -11,15 +11,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A filesystem operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {error}", path.display())]
     Io {
         /// The operation ("open", "rename", ...).
         op: &'static str,
         /// The path it was applied to.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, not a separate `source()`, so chains print it once).
+        error: std::io::Error,
     },
     /// A system call failed.
     #[error("{syscall} {}: {errno}", path.display())]
@@ -62,13 +61,12 @@ pub enum Error {
         reason: &'static str,
     },
     /// A JSON document could not be read or written.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Json {
         /// Which document (e.g. "index.json", "manifest sha256:...").
         what: String,
-        /// The parse or serialisation error.
-        #[source]
-        source: serde_json::Error,
+        /// The parse or serialisation error (in the message, not a separate `source()`).
+        error: serde_json::Error,
     },
     /// A document is valid JSON but not what the OCI spec requires.
     #[error("{what}: {reason}")]
@@ -115,10 +113,10 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|error| Error::Io {
             op,
             path: path.to_path_buf(),
-            source,
+            error,
         })
     }
 }

@@ -9,8 +9,8 @@ use crate::store::Store;
 
 impl Store {
     /// Turns a (plain, gzip or zstd) tar of a root filesystem into a deterministic layer.
-    /// Path traversal and symlink escapes are refused as [`apply_layer`] refuses them (device nodes
-    /// are kept: a root filesystem may have them).
+    /// Entries are refused exactly as [`apply_layer`] refuses them (device nodes included, as the
+    /// snapshots a mount needs would refuse them too).
     pub fn import_tar(&self, tar: impl Read, opts: &LayerOptions) -> Result<Layer> {
         let _lease = self.lease()?;
         let tmp_dir = self.tmp_dir();
@@ -19,11 +19,7 @@ impl Store {
             .tempdir_in(&tmp_dir)
             .ctx("create temp dir in", &tmp_dir)?;
         let mut reader = LayerReader::new(tar).ctx("read tarball", scratch.path())?;
-        let apply = ApplyOptions {
-            allow_devices: true,
-            ..ApplyOptions::default()
-        };
-        apply_layer(&mut reader, scratch.path(), &apply)?;
+        apply_layer(&mut reader, scratch.path(), &ApplyOptions::default())?;
         self.write_layer(LayerSource::Dir(scratch.path()), opts)
     }
 }

@@ -72,7 +72,7 @@ impl Store {
             _ => Error::Io {
                 op: "open blob",
                 path,
-                source: e,
+                error: e,
             },
         })
     }
@@ -133,7 +133,7 @@ impl BlobWriter {
         let file = buf.into_inner().map_err(|e| Error::Io {
             op: "write",
             path: tmp.to_path_buf(),
-            source: e.into_error(),
+            error: e.into_error(),
         })?;
         if let Some(expected) = expected {
             if *expected != digest {
@@ -153,7 +153,7 @@ impl BlobWriter {
         tmp.persist(&dest).map_err(|e| Error::Io {
             op: "rename blob into place",
             path: dest.clone(),
-            source: e.error,
+            error: e.error,
         })?;
         sync_parent(&dest)?;
         Ok(Blob { digest, size })

@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 
 /// Serialises `value` as canonical JSON bytes; `what` names the document in errors.
 pub(crate) fn to_canonical_vec<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
-    let bad = |source| Error::Json {
+    let bad = |error| Error::Json {
         what: what.to_string(),
-        source,
+        error,
     };
     let v = serde_json::to_value(value).map_err(bad)?;
     serde_json::to_vec(&sorted(v)).map_err(bad)
@@ -17,9 +17,9 @@ pub(crate) fn to_canonical_vec<T: Serialize>(value: &T, what: &str) -> Result<Ve
 
 /// Parses a JSON document; `what` names it in errors.
 pub(crate) fn from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Json {
+    serde_json::from_slice(bytes).map_err(|error| Error::Json {
         what: what.to_string(),
-        source,
+        error,
     })
 }
 

@@ -29,7 +29,7 @@ impl Store {
                 return Err(Error::Io {
                     op: "create directory",
                     path: p,
-                    source: e,
+                    error: e,
                 })
             }
         }
@@ -96,7 +96,7 @@ impl Store {
             Err(e) => Err(Error::Io {
                 op: "rename snapshot into place",
                 path: dest.clone(),
-                source: e,
+                error: e,
             }),
         }
     }

@@ -167,7 +167,7 @@ impl Store {
         tmp.persist(path).map_err(|e| Error::Io {
             op: "rename into place",
             path: path.to_path_buf(),
-            source: e.error,
+            error: e.error,
         })?;
         sync_parent(path)
     }

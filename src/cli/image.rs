@@ -219,6 +219,7 @@ fn import(store: &Store, args: ImportArgs) -> Result<()> {
         "zstd" => Compression::Zstd,
         other => bail!("--compression {other:?}: expected gzip or zstd"),
     };
+    kiln_overlay::validate_ref(&args.tag)?; // before the (long) layer write
     let opts = LayerOptions {
         compression,
         ..LayerOptions::default()
@@ -248,10 +249,8 @@ fn import(store: &Store, args: ImportArgs) -> Result<()> {
         config.set_user(args.user);
     }
     let mut img = NewImage::new(Vec::new(), config);
-    img.push_layer(
-        layer,
-        &format!("kiln image import {}", args.source.display()),
-    );
+    // History names no host path: the same tree gives the same image wherever it lives.
+    img.push_layer(layer, "kiln image import");
     let image = store.commit_image(&img, Some(&args.tag))?;
     if args.json {
         print_json(

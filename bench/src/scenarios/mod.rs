@@ -1,7 +1,9 @@
 //! The benchmark scenarios: one module each, listed in `ALL`.
 
 mod deploy;
+mod layer;
 mod net;
+mod unpack;
 
 use anyhow::Result;
 
@@ -24,6 +26,14 @@ const ALL: &[Scenario] = &[
     Scenario {
         name: "deploy",
         run: deploy::run,
+    },
+    Scenario {
+        name: "layer",
+        run: layer::run,
+    },
+    Scenario {
+        name: "unpack",
+        run: unpack::run,
     },
 ];
 

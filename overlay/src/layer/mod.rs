@@ -1,6 +1,7 @@
 //! Layers: the deterministic writer (tree → tar → compressed blob) and the safe applier.
 
 pub mod apply;
+mod pgzip;
 mod pipeline;
 mod read;
 mod source;

@@ -65,10 +65,11 @@ fn compress(
     };
     match compression {
         Compression::Gzip => {
-            let level = flate2::Compression::new(level.clamp(0, 9) as u32);
-            let mut enc = flate2::write::GzEncoder::new(blob, level);
-            drain(&mut enc).ctx("compress (gzip)", &tmp)?;
-            enc.finish().ctx("compress (gzip)", &tmp)
+            let mut blob = blob;
+            let threads = thread::available_parallelism().map_or(1, |n| n.get());
+            super::pgzip::compress(rx, &mut blob, level.clamp(0, 9) as u32, threads)
+                .ctx("compress (gzip)", &tmp)?;
+            Ok(blob)
         }
         Compression::Zstd => {
             let mut enc = zstd::Encoder::new(blob, level).ctx("compress (zstd)", &tmp)?;
