@@ -218,7 +218,9 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
     let exe = a.process.resolve_exe()?;
     a.chan.send(&Msg::Ready, None).step("reporting ready")?;
 
-    wait_for_start(&fifo)?;
+    // Blocks until `start`; the write end stays open (close-on-exec) so that `start` sees EOF
+    // only once the user process has replaced this one.
+    let released = wait_for_start(&fifo)?;
     drop(fifo);
     state["status"] = "running".into();
     hooks::run(
@@ -226,6 +228,11 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
         hooks_of(spec, |h| h.start_container()),
         &state,
     )?;
+    let b = [b'0'];
+    // SAFETY: writing one byte from a live buffer.
+    if unsafe { libc::write(released.as_raw_fd(), b.as_ptr().cast(), 1) } != 1 {
+        return Err(std::io::Error::last_os_error()).step("writing exec fifo");
+    }
     a.process.finalize_identity()?;
     Err(a.process.exec(&exe))
 }
@@ -241,15 +248,9 @@ fn send_master(a: &InitArgs, master: &OwnedFd) -> Result<()> {
     }
 }
 
-/// Blocks until `start` opens the fifo for reading, then tells it we are going.
-fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+/// Blocks until `start` opens the fifo for reading; returns the write end.
+fn wait_for_start(fifo: &OwnedFd) -> Result<OwnedFd> {
     let path = PathBuf::from(format!("/proc/self/fd/{}", fifo.as_raw_fd()));
-    let w = sys::open(&path, libc::O_WRONLY | libc::O_CLOEXEC, 0)
-        .at("opening exec fifo for writing (is /proc mounted?)", &path)?;
-    let b = [b'0'];
-    // SAFETY: writing one byte from a live buffer.
-    if unsafe { libc::write(w.as_raw_fd(), b.as_ptr().cast(), 1) } != 1 {
-        return Err(std::io::Error::last_os_error()).at("writing exec fifo", &path);
-    }
-    Ok(())
+    sys::open(&path, libc::O_WRONLY | libc::O_CLOEXEC, 0)
+        .at("opening exec fifo for writing (is /proc mounted?)", &path)
 }
