@@ -247,11 +247,15 @@ impl Runtime {
         if plan.new_userns {
             namespaces::write_id_maps(pid, linux)?;
         }
+        chan.send(&Msg::Go, None)
+            .step("releasing the container init")
+            .map_err(|e| init_failure(&chan, e))?;
         if let Some(cg) = &guard.cgroup {
             cg.add(pid)?;
         }
-        chan.send(&Msg::Go, None)
-            .step("releasing the container init")?;
+        chan.send(&Msg::CgroupJoined, None)
+            .step("telling the init its cgroup is joined")
+            .map_err(|e| init_failure(&chan, e))?;
         st.pid = pid;
         let mut pty = None;
         loop {
@@ -350,6 +354,14 @@ impl Runtime {
         let code = code?;
         del?;
         Ok(code)
+    }
+}
+
+/// When the init stops listening, its own error message (already queued) explains why.
+fn init_failure(chan: &Channel, e: Error) -> Error {
+    match chan.recv() {
+        Ok((Msg::Error(m), _)) => Error::Init(m),
+        _ => e,
     }
 }
 

@@ -85,9 +85,6 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
             libc::setresuid(0, 0, 0);
         }
     }
-    if a.plan.new_cgroupns {
-        sys::unshare(libc::CLONE_NEWCGROUP).step("unshare(CLONE_NEWCGROUP)")?;
-    }
     crate::namespaces::child_enter(&a.plan.child_join)?;
     let host_pid: i32 = std::fs::read_link("/proc/self")
         .ok()
@@ -142,6 +139,10 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
         }
         let cwd = rootfs::resolve_in_root(a.rootfs, a.process.cwd());
         std::fs::create_dir_all(&cwd).at("creating process.cwd", &cwd)?;
+    }
+    expect(&a.chan, Msg::CgroupJoined)?;
+    if a.plan.new_cgroupns {
+        sys::unshare(libc::CLONE_NEWCGROUP).step("unshare(CLONE_NEWCGROUP)")?;
     }
     let fifo =
         sys::open(a.fifo, libc::O_PATH | libc::O_CLOEXEC, 0).at("opening exec fifo", a.fifo)?;
