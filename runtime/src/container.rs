@@ -536,7 +536,14 @@ impl Container {
         let status = self.status();
         let cg = self.cgroup();
         match status {
-            Status::Stopped => {}
+            // The init is gone; anything it left in the cgroup goes too.
+            Status::Stopped => {
+                if let Some(cg) = &cg {
+                    for p in cg.procs() {
+                        let _ = sys::kill(p, libc::SIGKILL);
+                    }
+                }
+            }
             Status::Created => self.kill_all(cg.as_ref()),
             Status::Running | Status::Paused if force => self.kill_all(cg.as_ref()),
             _ => {
