@@ -247,11 +247,15 @@ impl Runtime {
         if plan.new_userns {
             namespaces::write_id_maps(pid, linux)?;
         }
+        chan.send(&Msg::Go, None)
+            .step("releasing the container init")
+            .map_err(|e| init_failure(&chan, e))?;
         if let Some(cg) = &guard.cgroup {
             cg.add(pid)?;
         }
-        chan.send(&Msg::Go, None)
-            .step("releasing the container init")?;
+        chan.send(&Msg::CgroupJoined, None)
+            .step("telling the init its cgroup is joined")
+            .map_err(|e| init_failure(&chan, e))?;
         st.pid = pid;
         let mut pty = None;
         loop {
@@ -260,7 +264,7 @@ impl Runtime {
                 .map_err(|e| Error::Init(format!("init exited during setup ({e})")))?;
             match msg {
                 Msg::RunHooks => {
-                    let s = st.oci_json(Status::Creating);
+                    let s = st.oci_json(Status::Created);
                     hooks::run("prestart", &prestart, &s)?;
                     hooks::run("createRuntime", &create_runtime, &s)?;
                     chan.send(&Msg::HooksDone, None)
@@ -353,6 +357,14 @@ impl Runtime {
     }
 }
 
+/// When the init stops listening, its own error message (already queued) explains why.
+fn init_failure(chan: &Channel, e: Error) -> Error {
+    match chan.recv() {
+        Ok((Msg::Error(m), _)) => Error::Init(m),
+        _ => e,
+    }
+}
+
 /// Writes a pid file atomically.
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension("kiln-tmp");
@@ -421,6 +433,24 @@ impl Container {
             0,
         )
         .at("opening exec fifo", &fifo)?;
+        self.wait_released(&fd)?;
+        let _ = fs::remove_file(&fifo);
+        self.state.started = true;
+        self.state.save(&self.root)?;
+        let s = self.state.oci_json(Status::Running);
+        let mut warnings = Vec::new();
+        for h in &self.state.poststart {
+            if let Err(e) = hooks::run("poststart", std::slice::from_ref(h), &s) {
+                warnings.push(e);
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// Waits for the init's byte on the exec fifo (startContainer hooks done), then for EOF:
+    /// its write end is close-on-exec, so EOF means the user process runs (or the init died).
+    fn wait_released(&self, fd: &OwnedFd) -> Result<()> {
+        let mut got_byte = false;
         loop {
             let mut p = libc::pollfd {
                 fd: fd.as_raw_fd(),
@@ -434,27 +464,25 @@ impl Container {
                 // SAFETY: reading into a live buffer.
                 let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
                 if n == 1 {
-                    break;
+                    got_byte = true;
+                    continue;
+                }
+                if n == 0 && got_byte {
+                    return Ok(());
                 }
             }
-            if !matches!(
+            let alive = matches!(
                 sys::proc_start_time(self.state.pid),
                 Some((s, false)) if s == self.state.pid_start
-            ) {
-                return Err(Error::Init("the container init exited before start".into()));
+            );
+            if !alive {
+                return if got_byte {
+                    Ok(())
+                } else {
+                    Err(Error::Init("the container init exited before start".into()))
+                };
             }
         }
-        let _ = fs::remove_file(&fifo);
-        self.state.started = true;
-        self.state.save(&self.root)?;
-        let s = self.state.oci_json(Status::Running);
-        let mut warnings = Vec::new();
-        for h in &self.state.poststart {
-            if let Err(e) = hooks::run("poststart", std::slice::from_ref(h), &s) {
-                warnings.push(e);
-            }
-        }
-        Ok(warnings)
     }
 
     /// Sends `sig` to the init process, or with `all` to every process of the container.
@@ -508,7 +536,14 @@ impl Container {
         let status = self.status();
         let cg = self.cgroup();
         match status {
-            Status::Stopped => {}
+            // The init is gone; anything it left in the cgroup goes too.
+            Status::Stopped => {
+                if let Some(cg) = &cg {
+                    for p in cg.procs() {
+                        let _ = sys::kill(p, libc::SIGKILL);
+                    }
+                }
+            }
             Status::Created => self.kill_all(cg.as_ref()),
             Status::Running | Status::Paused if force => self.kill_all(cg.as_ref()),
             _ => {

@@ -47,22 +47,22 @@ pub enum Error {
     #[error("invalid config: {0}")]
     Config(String),
     /// A system call on a path failed.
-    #[error("{step} {path}: {source}")]
+    #[error("{step} {path}: {errno}")]
     Path {
         /// The step that failed (e.g. "mount proc on").
         step: String,
         /// The path involved.
         path: PathBuf,
         /// The errno.
-        source: io::Error,
+        errno: io::Error,
     },
     /// A system call failed.
-    #[error("{step}: {source}")]
+    #[error("{step}: {errno}")]
     Sys {
         /// The step that failed.
         step: String,
         /// The errno.
-        source: io::Error,
+        errno: io::Error,
     },
     /// An rlimit could not be applied.
     #[error("setting {name} to soft={soft} hard={hard}: {why}")]
@@ -120,16 +120,16 @@ pub(crate) trait Ctx<T> {
 
 impl<T> Ctx<T> for io::Result<T> {
     fn step(self, step: impl Into<String>) -> Result<T> {
-        self.map_err(|source| Error::Sys {
+        self.map_err(|errno| Error::Sys {
             step: step.into(),
-            source,
+            errno,
         })
     }
     fn at(self, step: impl Into<String>, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Path {
+        self.map_err(|errno| Error::Path {
             step: step.into(),
             path: path.into(),
-            source,
+            errno,
         })
     }
 }

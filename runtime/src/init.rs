@@ -85,9 +85,6 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
             libc::setresuid(0, 0, 0);
         }
     }
-    if a.plan.new_cgroupns {
-        sys::unshare(libc::CLONE_NEWCGROUP).step("unshare(CLONE_NEWCGROUP)")?;
-    }
     crate::namespaces::child_enter(&a.plan.child_join)?;
     let host_pid: i32 = std::fs::read_link("/proc/self")
         .ok()
@@ -142,6 +139,10 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
         }
         let cwd = rootfs::resolve_in_root(a.rootfs, a.process.cwd());
         std::fs::create_dir_all(&cwd).at("creating process.cwd", &cwd)?;
+    }
+    expect(&a.chan, Msg::CgroupJoined)?;
+    if a.plan.new_cgroupns {
+        sys::unshare(libc::CLONE_NEWCGROUP).step("unshare(CLONE_NEWCGROUP)")?;
     }
     let fifo =
         sys::open(a.fifo, libc::O_PATH | libc::O_CLOEXEC, 0).at("opening exec fifo", a.fifo)?;
@@ -218,7 +219,9 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
     let exe = a.process.resolve_exe()?;
     a.chan.send(&Msg::Ready, None).step("reporting ready")?;
 
-    wait_for_start(&fifo)?;
+    // Blocks until `start`; the write end stays open (close-on-exec) so that `start` sees EOF
+    // only once the user process has replaced this one.
+    let released = wait_for_start(&fifo)?;
     drop(fifo);
     state["status"] = "running".into();
     hooks::run(
@@ -226,6 +229,11 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
         hooks_of(spec, |h| h.start_container()),
         &state,
     )?;
+    let b = [b'0'];
+    // SAFETY: writing one byte from a live buffer.
+    if unsafe { libc::write(released.as_raw_fd(), b.as_ptr().cast(), 1) } != 1 {
+        return Err(std::io::Error::last_os_error()).step("writing exec fifo");
+    }
     a.process.finalize_identity()?;
     Err(a.process.exec(&exe))
 }
@@ -241,15 +249,9 @@ fn send_master(a: &InitArgs, master: &OwnedFd) -> Result<()> {
     }
 }
 
-/// Blocks until `start` opens the fifo for reading, then tells it we are going.
-fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+/// Blocks until `start` opens the fifo for reading; returns the write end.
+fn wait_for_start(fifo: &OwnedFd) -> Result<OwnedFd> {
     let path = PathBuf::from(format!("/proc/self/fd/{}", fifo.as_raw_fd()));
-    let w = sys::open(&path, libc::O_WRONLY | libc::O_CLOEXEC, 0)
-        .at("opening exec fifo for writing (is /proc mounted?)", &path)?;
-    let b = [b'0'];
-    // SAFETY: writing one byte from a live buffer.
-    if unsafe { libc::write(w.as_raw_fd(), b.as_ptr().cast(), 1) } != 1 {
-        return Err(std::io::Error::last_os_error()).at("writing exec fifo", &path);
-    }
-    Ok(())
+    sys::open(&path, libc::O_WRONLY | libc::O_CLOEXEC, 0)
+        .at("opening exec fifo for writing (is /proc mounted?)", &path)
 }

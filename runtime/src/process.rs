@@ -297,7 +297,7 @@ impl Prepared {
         Error::Path {
             step: "execve".into(),
             path: PathBuf::from(exe.to_string_lossy().into_owned()),
-            source: e,
+            errno: e,
         }
     }
 }

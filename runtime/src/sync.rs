@@ -7,8 +7,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// One message of the create/exec handshake.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
-    /// Parent → child: id maps written and cgroup joined; go on.
+    /// Parent → child: id maps written; go on.
     Go,
+    /// Parent → child: the child is in its cgroup (the migration is slow on cgroup v1, so the
+    /// child sets up its root filesystem meanwhile).
+    CgroupJoined,
     /// Child → parent: mounts are ready; run the prestart and createRuntime hooks now.
     RunHooks,
     /// Parent → child: the runtime-namespace hooks have run.
@@ -36,6 +39,7 @@ impl Msg {
                 v.extend_from_slice(&p.to_le_bytes());
                 v
             }
+            Msg::CgroupJoined => vec![8],
             Msg::Error(s) => {
                 let mut v = vec![7];
                 v.extend_from_slice(s.as_bytes());
@@ -57,6 +61,7 @@ impl Msg {
                 Msg::Pid(i32::from_le_bytes(a))
             }
             7 => Msg::Error(String::from_utf8_lossy(&b[1..]).into_owned()),
+            8 => Msg::CgroupJoined,
             _ => return Err(bad()),
         })
     }

@@ -2,6 +2,7 @@
 
 mod deploy;
 mod layer;
+mod lifecycle;
 mod net;
 mod unpack;
 
@@ -34,6 +35,10 @@ const ALL: &[Scenario] = &[
     Scenario {
         name: "unpack",
         run: unpack::run,
+    },
+    Scenario {
+        name: "lifecycle",
+        run: lifecycle::run,
     },
 ];
 
