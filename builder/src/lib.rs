@@ -5,3 +5,4 @@ pub mod key;
 pub mod plan;
 pub mod project;
 pub mod source;
+pub mod vendor;

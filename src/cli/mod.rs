@@ -3,6 +3,7 @@
 mod container;
 mod image;
 mod net;
+mod vendor;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ pub struct Cli {
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Base images from Debian packages (vendor-images/ recipes).
+    #[command(subcommand)]
+    Vendor(vendor::VendorCommand),
     /// Declared-only networking: namespaces and veth links between declared services.
     #[command(subcommand)]
     Net(net::NetCommand),
@@ -64,6 +68,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Vendor(c) => vendor::run(&cli.global, c),
         Command::Net(cmd) => net::run(&cli.global, cmd),
         Command::Image(cmd) => image::main(&cli.global, cmd),
         Command::Runtime(c) => container::main(&cli.global, c),
