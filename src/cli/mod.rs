@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
+mod build;
 mod container;
 mod image;
 mod net;
@@ -54,6 +55,8 @@ pub enum Command {
     /// Base images from Debian packages (vendor-images/ recipes).
     #[command(subcommand)]
     Vendor(vendor::VendorCommand),
+    /// Build a git commit of a project into one frozen image per app (`kiln build log`: its log).
+    Build(build::BuildCmd),
     /// Declared-only networking: namespaces and veth links between declared services.
     #[command(subcommand)]
     Net(net::NetCommand),
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Vendor(c) => vendor::run(&cli.global, c),
+        Command::Build(cmd) => build::main(&cli.global, cmd),
         Command::Net(cmd) => net::run(&cli.global, cmd),
         Command::Image(cmd) => image::main(&cli.global, cmd),
         Command::Runtime(c) => container::main(&cli.global, c),
