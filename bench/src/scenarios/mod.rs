@@ -1,5 +1,6 @@
 //! The benchmark scenarios: one module each, listed in `ALL`.
 
+mod build;
 mod net;
 
 use anyhow::Result;
@@ -15,10 +16,16 @@ pub struct Scenario {
 }
 
 /// Every scenario the harness knows.
-const ALL: &[Scenario] = &[Scenario {
-    name: "net",
-    run: net::run,
-}];
+const ALL: &[Scenario] = &[
+    Scenario {
+        name: "net",
+        run: net::run,
+    },
+    Scenario {
+        name: "build",
+        run: build::run,
+    },
+];
 
 /// Finds a scenario by name.
 pub fn find(name: &str) -> Option<&'static Scenario> {
