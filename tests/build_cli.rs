@@ -298,6 +298,40 @@ fn the_hook_cannot_reach_a_host_loopback_port_but_the_dependencies_step_can() {
 }
 
 #[test]
+fn concurrent_builds_of_one_commit_build_once_and_agree() {
+    let sb = sandbox();
+    let repo = Repo::new(&toml(HOOK, ""));
+    let path = repo.path().to_string_lossy().into_owned();
+    let spawn = || {
+        sb.kiln()
+            .args(["build", &path, "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn kiln")
+    };
+    let (a, b) = (spawn(), spawn());
+    let reports: Vec<Value> = [a, b]
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("wait");
+            assert!(out.status.success(), "{out:?}");
+            serde_json::from_slice(&out.stdout).expect("JSON")
+        })
+        .collect();
+    assert_eq!(web(&reports[0])["digest"], web(&reports[1])["digest"]);
+    let containers: u64 = reports
+        .iter()
+        .map(|r| r["containers"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(
+        containers, 2,
+        "one build ran dependencies + hook, the other waited: {reports:?}"
+    );
+    assert_nothing_left(&sb);
+}
+
+#[test]
 fn a_failing_hook_names_service_and_step_shows_its_last_lines_and_leaves_nothing() {
     let sb = sandbox();
     let repo = Repo::new(&toml("echo first-line; echo last-words >&2; exit 3", ""));

@@ -112,7 +112,7 @@ fn build(global: &Global, args: BuildArgs) -> Result<()> {
     let builder = Builder::new(store, &global.root);
     let bases = builder.base_digests(&project)?;
     let plan = plan::plan(&project, &bases)?;
-    let mut progress = Display::new(!args.json);
+    let mut progress = Display::new();
     let report = builder.build(&repo, &plan, &mut progress);
     progress.clear();
     let report = report?;
@@ -150,20 +150,17 @@ fn cache_word(c: CacheOutcome) -> &'static str {
     }
 }
 
-/// Progress on stderr: spinners per step on a terminal, plain lines otherwise.
+/// Progress on stderr: a spinner per running step on a terminal, plain lines otherwise.
 struct Display {
     bars: Option<MultiProgress>,
     current: Option<ProgressBar>,
-    plain: bool,
 }
 
 impl Display {
-    fn new(plain_when_not_tty: bool) -> Display {
-        let tty = std::io::stderr().is_terminal();
+    fn new() -> Display {
         Display {
-            bars: tty.then(MultiProgress::new),
+            bars: std::io::stderr().is_terminal().then(MultiProgress::new),
             current: None,
-            plain: plain_when_not_tty || !tty,
         }
     }
 
@@ -172,7 +169,6 @@ impl Display {
             Some(m) => {
                 let _ = m.println(text);
             }
-            None if self.plain => eprintln!("{text}"),
             None => eprintln!("{text}"),
         }
     }

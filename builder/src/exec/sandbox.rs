@@ -396,3 +396,55 @@ fn run_container(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_quote_every_word() {
+        let argv = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            "echo 'a b'".to_string(),
+        ];
+        assert_eq!(shell_words(&argv), r#"'/bin/sh' '-c' 'echo '\''a b'\'''"#);
+    }
+
+    #[test]
+    fn missing_mount_points_list_missing_parents_deepest_first() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("proc")).unwrap();
+        let mounts = step_mounts(true, Path::new("/dev/null"));
+        let missing = missing_mount_points(t.path(), &mounts);
+        assert!(!missing
+            .iter()
+            .any(|p| p.starts_with("proc") || p.starts_with("dev")));
+        assert!(missing.contains(&PathBuf::from("sys")));
+        if Path::new("/etc/resolv.conf").exists() {
+            let file = missing
+                .iter()
+                .position(|p| p == Path::new("etc/resolv.conf"));
+            let dir = missing.iter().position(|p| p == Path::new("etc"));
+            assert!(file.is_some() && dir.is_some() && file < dir, "{missing:?}");
+        }
+    }
+
+    #[test]
+    fn prune_removes_only_empty_mount_points() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("sys")).unwrap();
+        std::fs::create_dir_all(t.path().join("etc")).unwrap();
+        std::fs::write(t.path().join("etc/resolv.conf"), b"").unwrap();
+        std::fs::write(t.path().join("etc/kept"), b"x").unwrap();
+        let created = vec![
+            PathBuf::from("etc/resolv.conf"),
+            PathBuf::from("sys"),
+            PathBuf::from("etc"),
+        ];
+        prune_mount_points(t.path(), &created).unwrap();
+        assert!(!t.path().join("sys").exists());
+        assert!(!t.path().join("etc/resolv.conf").exists());
+        assert!(t.path().join("etc/kept").exists());
+    }
+}
