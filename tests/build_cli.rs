@@ -23,6 +23,7 @@ for a in "$@"; do
   if [ -n "$seen" ]; then mkdir -p /usr/local/lib/fakepip && echo "$a" > "/usr/local/lib/fakepip/$a"; fi
   [ "$a" = "--" ] && seen=1
 done
+[ -f requirements.txt ] && mkdir -p /usr/local/lib/fakepip && cp requirements.txt /usr/local/lib/fakepip/from-requirements
 echo "installed"
 "#;
 
@@ -39,7 +40,7 @@ impl Repo {
         repo.git(&["init", "-q", "-b", "main"]);
         repo.write("kiln.toml", kiln_toml);
         repo.write("web/hello.txt", "hello\n");
-        repo.write("web/requirements.txt", "");
+        repo.write("web/requirements.txt", "toolz\n");
         repo.write("docs/readme.md", "docs\n");
         repo.commit("first");
         repo
@@ -110,6 +111,7 @@ start = "cat /app/hello.txt"
 port = 8000
 {extra}
 [services.web.build]
+flavor = "pip"
 dependencies = {{ pip = ["toolz"] }}
 hook = "{hook}"
 timeout = 20
@@ -178,6 +180,25 @@ fn assert_nothing_left(sb: &Sandbox) {
     );
 }
 
+/// The paths in a layer blob of the sandbox's store.
+fn layer_entries(sb: &Sandbox, digest: &Value) -> Vec<String> {
+    let hex = digest
+        .as_str()
+        .expect("digest")
+        .trim_start_matches("sha256:");
+    let blob = sb.store().join("oci/blobs/sha256").join(hex);
+    let out = Command::new("tar")
+        .arg("tzf")
+        .arg(&blob)
+        .output()
+        .expect("tar");
+    assert!(out.status.success(), "tar tzf {}", blob.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect()
+}
+
 fn tags(sb: &Sandbox) -> Vec<String> {
     let index: Value = serde_json::from_slice(
         &std::fs::read(sb.store().join("oci/index.json")).expect("index.json"),
@@ -198,7 +219,10 @@ fn a_second_build_at_the_same_commit_is_a_hit_and_starts_no_container() {
     let repo = Repo::new(&toml(HOOK, ""));
     let first = build(&sb, &repo, &[]);
     assert_eq!(web(&first)["cache"], "miss");
-    assert_eq!(first["containers"], 2, "dependencies + hook: {first}");
+    assert_eq!(
+        first["containers"], 3,
+        "dependencies, flavor, hook: {first}"
+    );
     assert_nothing_left(&sb);
 
     let second = build(&sb, &repo, &[]);
@@ -246,6 +270,19 @@ fn only_a_change_inside_the_source_folder_rebuilds_and_the_dependencies_layer_is
         step(w, "dependencies")["layer"],
         step(web(&first), "dependencies")["layer"]
     );
+    // The flavor step reads only requirements.txt: reused too, and the file it read is not in
+    // its layer (it was an input below the upper dir, not a change).
+    assert_eq!(step(w, "flavor")["cache"], "hit");
+    assert_eq!(
+        step(w, "flavor")["layer"],
+        step(web(&first), "flavor")["layer"]
+    );
+    let flavor = layer_entries(&sb, &step(w, "flavor")["layer"]);
+    assert!(
+        flavor.contains(&"usr/local/lib/fakepip/from-requirements".to_string()),
+        "{flavor:?}"
+    );
+    assert!(!flavor.iter().any(|e| e.starts_with("app")), "{flavor:?}");
     assert_eq!(step(w, "code")["cache"], "miss");
     assert_eq!(step(w, "hook")["cache"], "miss");
     assert_eq!(third["containers"], 1, "only the hook runs: {third}");
@@ -259,14 +296,14 @@ fn two_fresh_stores_build_the_same_commit_to_the_same_digests() {
     let b = build(&sandbox(), &repo, &[]);
     assert_eq!(web(&a)["cache"], "miss");
     assert_eq!(web(&b)["cache"], "miss");
-    for s in ["dependencies", "code", "hook", "config"] {
+    for s in ["dependencies", "code", "flavor", "hook", "config"] {
         assert_eq!(step(web(&a), s)["layer"], step(web(&b), s)["layer"], "{s}");
     }
     assert_eq!(web(&a)["digest"], web(&b)["digest"]);
 }
 
 #[test]
-fn the_hook_cannot_reach_a_host_loopback_port_but_the_dependencies_step_can() {
+fn the_hook_cannot_reach_a_host_loopback_port_but_the_network_steps_can() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -292,9 +329,9 @@ fn the_hook_cannot_reach_a_host_loopback_port_but_the_dependencies_step_can() {
     let log = sb.ok(&["build", "log", "demo", "web"]);
     assert!(log.contains("unreachable"), "log: {log}");
     assert!(!log.lines().any(|l| l == "REACHED"), "log: {log}");
-    // The dependencies step (host network) did connect, once; the hook never did.
+    // The dependencies and flavor steps (host network) did connect, once each; the hook never did.
     let got = received.lock().map(|v| v.clone()).unwrap_or_default();
-    assert_eq!(got, vec!["probe".to_string()], "log: {log}");
+    assert_eq!(got, vec!["probe".to_string(); 2], "log: {log}");
 }
 
 #[test]
@@ -325,8 +362,8 @@ fn concurrent_builds_of_one_commit_build_once_and_agree() {
         .map(|r| r["containers"].as_u64().expect("count"))
         .sum();
     assert_eq!(
-        containers, 2,
-        "one build ran dependencies + hook, the other waited: {reports:?}"
+        containers, 3,
+        "one build ran dependencies, flavor and hook, the other waited: {reports:?}"
     );
     assert_nothing_left(&sb);
 }
