@@ -416,6 +416,47 @@ fn a_hook_past_its_timeout_is_killed_and_leaves_nothing() {
 }
 
 #[test]
+fn steps_see_the_kiln_variables_of_a_branch_and_of_a_pull_request_build() {
+    let sb = sandbox();
+    let hook = "echo type=$KILN_BUILD_TYPE branch=$KILN_GIT_BRANCH sha=$KILN_GIT_SHA \
+                pr=$KILN_PR_BASE_SHA..$KILN_PR_HEAD_SHA title=$KILN_PR_TITLE";
+    let repo = Repo::new(&toml(hook, ""));
+    let main = repo.git(&["rev-parse", "HEAD"]);
+    build(&sb, &repo, &["--branch", "main"]);
+    let log = sb.ok(&["build", "log", "demo", "web", "--commit", &main]);
+    assert!(
+        log.contains(&format!("type=branch branch=main sha={main} pr=.. title=")),
+        "{log}"
+    );
+
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.write("web/feature.txt", "new\n");
+    let head = repo.commit("feature");
+    let report = build(
+        &sb,
+        &repo,
+        &[
+            "--pr-base",
+            &main,
+            "--pr-head",
+            &head,
+            "--pr-title",
+            "Add feature",
+            "--branch",
+            "feature",
+        ],
+    );
+    assert_eq!(web(&report)["image"], format!("demo/web:{head}"));
+    let log = sb.ok(&["build", "log", "demo", "web", "--commit", &head]);
+    assert!(
+        log.contains(&format!(
+            "type=pullrequest branch=feature sha={head} pr={main}..{head} title=Add feature"
+        )),
+        "{log}"
+    );
+}
+
+#[test]
 fn an_unknown_base_image_is_an_error_naming_the_service() {
     let sb = sandbox();
     let repo = Repo::new(&toml(HOOK, "").replace("base = \"busybox\"", "base = \"nope\""));
