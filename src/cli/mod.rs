@@ -1,10 +1,12 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
+mod build;
 mod container;
 mod env;
 mod image;
 mod net;
 mod router;
+mod vendor;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +54,11 @@ pub struct Cli {
 /// Every kiln command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Base images from Debian packages (vendor-images/ recipes).
+    #[command(subcommand)]
+    Vendor(vendor::VendorCommand),
+    /// Build a git commit of a project into one frozen image per app (`kiln build log`: its log).
+    Build(build::BuildCmd),
     /// Declared-only networking: namespaces and veth links between declared services.
     #[command(subcommand)]
     Net(net::NetCommand),
@@ -84,6 +91,8 @@ pub(crate) fn finish(area: &str, result: anyhow::Result<()>) -> ExitCode {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Vendor(c) => vendor::run(&cli.global, c),
+        Command::Build(cmd) => build::main(&cli.global, cmd),
         Command::Net(cmd) => net::run(&cli.global, cmd),
         Command::Image(cmd) => image::main(&cli.global, cmd),
         Command::Runtime(c) => container::main(&cli.global, c),

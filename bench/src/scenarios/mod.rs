@@ -1,6 +1,7 @@
 //! The benchmark scenarios: one module each, listed in `ALL`.
 
 mod deploy;
+mod build;
 mod net;
 
 use anyhow::Result;
@@ -24,6 +25,10 @@ const ALL: &[Scenario] = &[
     Scenario {
         name: "deploy",
         run: deploy::run,
+    },
+    Scenario {
+        name: "build",
+        run: build::run,
     },
 ];
 
