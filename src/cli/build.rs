@@ -90,23 +90,58 @@ fn build(global: &Global, args: BuildArgs) -> Result<()> {
     let Some(repo_path) = args.repo else {
         bail!("a repository is required");
     };
+    let rev = Revision {
+        commit: args.commit,
+        branch: args.branch,
+        pr: args.pr_base.zip(args.pr_head),
+        pr_title: args.pr_title,
+    };
+    let (_, report) = build_project(global, &repo_path, &rev)?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_summary(&report);
+    }
+    Ok(())
+}
+
+/// Which revision of a repository to build.
+#[derive(Debug, Default)]
+pub(super) struct Revision {
+    /// Revision (sha, branch, tag); default: `branch` if given, else HEAD.
+    pub commit: Option<String>,
+    /// Branch name the build is for.
+    pub branch: Option<String>,
+    /// Pull request: (base, head).
+    pub pr: Option<(String, String)>,
+    /// Pull-request title.
+    pub pr_title: Option<String>,
+}
+
+/// Loads the project at `rev` from the repository and builds every app (cache hits cost
+/// nothing), showing progress on a terminal.
+pub(super) fn build_project(
+    global: &Global,
+    repo_path: &std::path::Path,
+    rev: &Revision,
+) -> Result<(Project, BuildReport)> {
     let store = Store::open(&global.store)
         .with_context(|| format!("opening store {}", global.store.display()))?;
-    let repo = GitRepo::open(&repo_path)?;
-    let mut project = match (&args.pr_base, &args.pr_head) {
-        (Some(base), Some(head)) => {
-            Project::load_pull_request(&repo, base, head, args.pr_title.as_deref())?
+    let repo = GitRepo::open(repo_path)?;
+    let mut project = match &rev.pr {
+        Some((base, head)) => {
+            Project::load_pull_request(&repo, base, head, rev.pr_title.as_deref())?
         }
-        _ => {
-            let rev = args
+        None => {
+            let r = rev
                 .commit
                 .as_deref()
-                .or(args.branch.as_deref())
+                .or(rev.branch.as_deref())
                 .unwrap_or("HEAD");
-            Project::load_at(&repo, rev)?
+            Project::load_at(&repo, r)?
         }
     };
-    if let Some(b) = &args.branch {
+    if let Some(b) = &rev.branch {
         project.revision.branch = Some(b.clone());
     }
     let builder = Builder::new(store, &global.root);
@@ -115,13 +150,7 @@ fn build(global: &Global, args: BuildArgs) -> Result<()> {
     let mut progress = Display::new();
     let report = builder.build(&repo, &plan, &mut progress);
     progress.clear();
-    let report = report?;
-    if args.json {
-        print_json(&report)?;
-    } else {
-        print_summary(&report);
-    }
-    Ok(())
+    Ok((project, report?))
 }
 
 fn print_json(report: &BuildReport) -> Result<()> {

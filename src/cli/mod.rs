@@ -2,6 +2,7 @@
 
 mod build;
 mod container;
+mod deploy;
 mod env;
 mod image;
 mod net;
@@ -70,6 +71,12 @@ pub enum Command {
     /// Environments: list, status, destroy, and drive their router.
     #[command(subcommand)]
     Env(env::EnvCommand),
+    /// Build a commit and make it the live environment (zero-downtime swap, rollback on failure).
+    Deploy(deploy::DeployArgs),
+    /// Print (or follow) a service's output in an environment.
+    Logs(deploy::LogsArgs),
+    /// A shell (or a command) in a service's running container.
+    Shell(deploy::ShellArgs),
     /// An environment's router process (internal: started by deploy and `kiln env router`).
     #[command(hide = true)]
     Router(router::RouterArgs),
@@ -97,6 +104,9 @@ pub fn main() -> ExitCode {
         Command::Image(cmd) => image::main(&cli.global, cmd),
         Command::Runtime(c) => container::main(&cli.global, c),
         Command::Env(cmd) => env::run(&cli.global, cmd),
+        Command::Deploy(args) => deploy::deploy(&cli.global, args),
+        Command::Logs(args) => deploy::logs(&cli.global, args),
+        Command::Shell(args) => deploy::shell(&cli.global, args),
         Command::Router(args) => router::run(&cli.global, args),
     }
 }
