@@ -415,7 +415,7 @@ fn swap(
             .chain(app.deploy.post.iter().map(|p| ("post-deploy task", p)));
         for (step, command) in steps {
             let from = container::file_len(&log);
-            container::run_in(runtime, &id, command, app.deploy.timeout_secs)
+            container::run_in(&req.kiln_bin, root, &id, command, app.deploy.timeout_secs)
                 .map_err(|m| step_err(req, name, &format!("{step} `{command}`"), m, from))?;
         }
     }

@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kiln_runtime::{CreateOptions, ExecOptions, ExecOutcome, Runtime, Spec};
+use kiln_runtime::{CreateOptions, Runtime, Spec};
 use serde::{Deserialize, Serialize};
 
 use super::atomic;
@@ -263,29 +263,41 @@ pub fn file_len(path: &Path) -> u64 {
 }
 
 /// Runs `command` (through /bin/sh) in container `id`, its output appended to the container's
-/// log, cut off after `timeout_secs`; Err holds the exit status text.
-pub fn run_in(runtime: &Runtime, id: &str, command: &str, timeout_secs: u64) -> Result<(), String> {
-    let c = runtime.load(id).map_err(|e| e.to_string())?;
+/// log, cut off after `timeout_secs`; Err holds the exit status text. The exec happens in a
+/// `kiln exec` child process: joining a container's namespaces would change this process's
+/// namespaces for the threads it starts later.
+pub fn run_in(
+    kiln_bin: &Path,
+    runtime_root: &Path,
+    id: &str,
+    command: &str,
+    timeout_secs: u64,
+) -> Result<(), String> {
     let script = format!(
         "exec >>{log} 2>&1 </dev/null\n\
          if command -v timeout >/dev/null 2>&1; then exec timeout {timeout_secs} /bin/sh -c \"$0\"; fi\n\
          exec /bin/sh -c \"$0\"",
         log = spec::LOG_IN_CONTAINER
     );
-    let args = vec![
-        "/bin/sh".to_string(),
-        "-c".to_string(),
-        script,
-        command.to_string(),
-    ];
-    let process = c
-        .exec_process(args, &[], None, None, false)
-        .map_err(|e| e.to_string())?;
-    match c.exec(&process, &ExecOptions::default()) {
-        Ok(ExecOutcome::Exited(0)) => Ok(()),
-        Ok(ExecOutcome::Exited(124)) => Err(format!("timed out after {timeout_secs} s")),
-        Ok(ExecOutcome::Exited(code)) => Err(format!("exited with status {code}")),
-        Ok(ExecOutcome::Detached(pid)) => Err(format!("detached unexpectedly (pid {pid})")),
-        Err(e) => Err(e.to_string()),
+    let mut child = std::process::Command::new(kiln_bin)
+        .arg("--root")
+        .arg(runtime_root)
+        .args(["exec", id, "/bin/sh", "-c", &script, command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", kiln_bin.display()))?;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait().map_err(|e| format!("waiting for kiln exec: {e}"))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(124) => Err(format!("timed out after {timeout_secs} s")),
+        Some(code) if err.trim().is_empty() => Err(format!("exited with status {code}")),
+        Some(code) => Err(format!("exited with status {code}: {}", err.trim())),
+        None => Err("killed by a signal".to_string()),
     }
 }
