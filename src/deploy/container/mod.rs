@@ -292,7 +292,9 @@ pub fn run_in(
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
-    let status = child.wait().map_err(|e| format!("waiting for kiln exec: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for kiln exec: {e}"))?;
     match status.code() {
         Some(0) => Ok(()),
         Some(124) => Err(format!("timed out after {timeout_secs} s")),
