@@ -127,12 +127,21 @@ fn vendor(sb: &Sandbox, name: &str) {
     assert!(out.status.success(), "vendor build {name}: {out:?}");
 }
 
+/// Each client's runs of answers: (first word, how many in a row).
+type Runs = Vec<Vec<(String, u64)>>;
+
+/// How many visits the page says the volume holds.
+fn visits(page: &str) -> u64 {
+    page.lines()
+        .find(|l| l.starts_with("data:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no visit count in {page}"))
+}
+
 /// Runs 8 keep-alive clients through the router while `during` runs; returns (ok, failed,
-/// longest wait, each client's runs of answers).
-fn under_load(
-    addr: SocketAddr,
-    during: impl FnOnce(),
-) -> (u64, u64, Duration, Vec<Vec<(String, u64)>>, Vec<String>) {
+/// longest wait, each client's runs of answers, first errors).
+fn under_load(addr: SocketAddr, during: impl FnOnce()) -> (u64, u64, Duration, Runs, Vec<String>) {
     let stop = Arc::new(AtomicBool::new(false));
     let handles = loadgen::load(&Endpoint::host(addr), 8, &stop);
     std::thread::sleep(Duration::from_millis(300));
@@ -203,12 +212,7 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     );
 
     // v2 under 8 concurrent clients: v1 then v2, no failed request.
-    let visits_before = page
-        .lines()
-        .find(|l| l.starts_with("data:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse::<u64>().ok())
-        .expect("visits logged");
+    let visits_before = visits(&page);
     let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
     std::fs::write(repo.join("web/VERSION"), "v2\n").expect("write");
     commit_file(&repo, "kiln.toml", &toml.replace("\"v1\"", "\"v2\""), "v2");
@@ -233,12 +237,7 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     );
     let page = get(addr);
     assert!(page.starts_with("v2 from shop v2"), "{page}");
-    let visits_after: u64 = page
-        .lines()
-        .find(|l| l.starts_with("data:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .expect("visits logged");
+    let visits_after = visits(&page);
     assert!(
         visits_after > visits_before + ok - 1,
         "the volume kept v1's data: {page}"
@@ -273,26 +272,13 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
     sb.ok(&["deploy", &repo_s, "--env", &child, "--parent", &env]);
     let child_addr = router(&sb, &child);
-    let child_page = get(child_addr);
-    let child_visits: u64 = child_page
-        .lines()
-        .find(|l| l.starts_with("data:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .expect("visits");
-    assert!(
-        child_visits > visits_after,
-        "child cloned the parent's volume: {child_page}"
-    );
-    let _ = get(child_addr);
-    let parent_page = get(addr);
-    let parent_visits: u64 = parent_page
-        .lines()
-        .find(|l| l.starts_with("data:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .expect("visits");
-    assert!(parent_visits > visits_after, "{parent_page}");
+    let c1 = visits(&get(child_addr));
+    assert!(c1 > visits_after, "the child cloned the parent's volume");
+    let p1 = visits(&get(addr));
+    let c2 = visits(&get(child_addr));
+    let p2 = visits(&get(addr));
+    assert_eq!(c2, c1 + 1, "the parent's write does not show in the child");
+    assert_eq!(p2, p1 + 1, "the child's write does not show in the parent");
 
     // Destroy leaves no process, mount, netns, cgroup or router.
     let web_pid = pids(&sb, &env)[1];
