@@ -1,7 +1,7 @@
 //! The benchmark scenarios: one module each, listed in `ALL`.
 
-mod deploy;
 mod build;
+mod deploy;
 mod net;
 
 use anyhow::Result;
