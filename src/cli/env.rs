@@ -9,7 +9,7 @@ use kiln::deploy::env_state::{self, EnvState};
 use kiln::deploy::env_status::{self, EnvStatus};
 use kiln::deploy::router::client::RouterClient;
 use kiln::deploy::router::daemon;
-use kiln::deploy::{teardown, Endpoint};
+use kiln::deploy::{lifecycle, teardown, Endpoint};
 
 use super::router::RouterOpts;
 use super::Global;
@@ -31,7 +31,17 @@ pub enum EnvCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove an environment: router, network namespaces, volumes, record.
+    /// Stop an environment's containers and router (its record, volumes and network stay).
+    Stop {
+        /// Environment name.
+        env: String,
+    },
+    /// Start a stopped environment's containers and router again.
+    Start {
+        /// Environment name.
+        env: String,
+    },
+    /// Remove an environment: containers, router, network namespaces, volumes, record.
     Destroy {
         /// Environment name.
         env: String,
@@ -100,8 +110,10 @@ fn dispatch(global: &Global, cmd: EnvCommand) -> Result<()> {
             }
         }
         EnvCommand::Destroy { env } => {
-            let d = teardown::destroy(root, store, &env, &mut |_| Ok(()))
-                .with_context(|| format!("destroying environment {env}"))?;
+            let d = teardown::destroy(root, store, &env, &mut |r| {
+                lifecycle::destroy_containers(root, r)
+            })
+            .with_context(|| format!("destroying environment {env}"))?;
             println!(
                 "env {env}: router {}, {} namespaces removed, volumes {}",
                 if d.router_stopped {
@@ -112,6 +124,17 @@ fn dispatch(global: &Global, cmd: EnvCommand) -> Result<()> {
                 d.netns_removed.len(),
                 if d.volumes_removed { "removed" } else { "none" }
             );
+        }
+        EnvCommand::Stop { env } => {
+            let stopped = lifecycle::stop(root, &env)
+                .with_context(|| format!("stopping environment {env}"))?;
+            println!("env {env}: stopped {}", stopped.join(", "));
+        }
+        EnvCommand::Start { env } => {
+            let exe = std::env::current_exe().context("locating the kiln binary")?;
+            let started = lifecycle::start(root, &exe, &env)
+                .with_context(|| format!("starting environment {env}"))?;
+            println!("env {env}: started {}", started.join(", "));
         }
         EnvCommand::Router { env, action } => router_action(global, &env, action)?,
     }

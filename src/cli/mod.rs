@@ -1,6 +1,8 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
 
+mod build;
 mod container;
+mod deploy;
 mod env;
 mod image;
 mod net;
@@ -56,6 +58,8 @@ pub enum Command {
     /// Base images from Debian packages (vendor-images/ recipes).
     #[command(subcommand)]
     Vendor(vendor::VendorCommand),
+    /// Build a git commit of a project into one frozen image per app (`kiln build log`: its log).
+    Build(build::BuildCmd),
     /// Declared-only networking: namespaces and veth links between declared services.
     #[command(subcommand)]
     Net(net::NetCommand),
@@ -67,6 +71,12 @@ pub enum Command {
     /// Environments: list, status, destroy, and drive their router.
     #[command(subcommand)]
     Env(env::EnvCommand),
+    /// Build a commit and make it the live environment (zero-downtime swap, rollback on failure).
+    Deploy(deploy::DeployArgs),
+    /// Print (or follow) a service's output in an environment.
+    Logs(deploy::LogsArgs),
+    /// A shell (or a command) in a service's running container.
+    Shell(deploy::ShellArgs),
     /// An environment's router process (internal: started by deploy and `kiln env router`).
     #[command(hide = true)]
     Router(router::RouterArgs),
@@ -89,10 +99,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Vendor(c) => vendor::run(&cli.global, c),
+        Command::Build(cmd) => build::main(&cli.global, cmd),
         Command::Net(cmd) => net::run(&cli.global, cmd),
         Command::Image(cmd) => image::main(&cli.global, cmd),
         Command::Runtime(c) => container::main(&cli.global, c),
         Command::Env(cmd) => env::run(&cli.global, cmd),
+        Command::Deploy(args) => deploy::deploy(&cli.global, args),
+        Command::Logs(args) => deploy::logs(&cli.global, args),
+        Command::Shell(args) => deploy::shell(&cli.global, args),
         Command::Router(args) => router::run(&cli.global, args),
     }
 }

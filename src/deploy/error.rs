@@ -135,6 +135,46 @@ pub enum DeployError {
         /// What the hook said.
         message: String,
     },
+    /// The OCI runtime failed on a container.
+    #[error("container {container}: {source}")]
+    Runtime {
+        /// The container id.
+        container: String,
+        /// The runtime's error.
+        #[source]
+        source: kiln_runtime::Error,
+    },
+    /// The image store failed (reading an image, mounting its snapshots).
+    #[error("{what}: {source}")]
+    Store {
+        /// What was being done.
+        what: String,
+        /// The store's error.
+        #[source]
+        source: kiln_overlay::Error,
+    },
+    /// A container config that cannot be made from the image and kiln.toml.
+    #[error("service {service}: {message}")]
+    Config {
+        /// The service.
+        service: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A deploy step failed for a service (the environment was rolled back).
+    #[error(
+        "service {service}: {step} failed: {message}\n--- last lines of its output ---\n{tail}"
+    )]
+    Step {
+        /// The service.
+        service: String,
+        /// The step ("deploy hook", "health", "start"…).
+        step: String,
+        /// What went wrong.
+        message: String,
+        /// The last lines of the service's output.
+        tail: String,
+    },
 }
 
 impl DeployError {

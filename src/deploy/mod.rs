@@ -56,13 +56,16 @@
 
 pub mod atomic;
 pub mod changes;
+pub mod container;
 pub mod endpoint;
 pub mod env_state;
 pub mod env_status;
 pub mod error;
 pub mod health;
 pub mod layout;
+pub mod lifecycle;
 pub mod loadgen;
+pub mod orchestrate;
 pub mod process;
 pub mod router;
 pub mod teardown;

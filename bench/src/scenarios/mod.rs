@@ -1,5 +1,6 @@
 //! The benchmark scenarios: one module each, listed in `ALL`.
 
+mod build;
 mod deploy;
 mod layer;
 mod lifecycle;
@@ -39,6 +40,10 @@ const ALL: &[Scenario] = &[
     Scenario {
         name: "lifecycle",
         run: lifecycle::run,
+    },
+    Scenario {
+        name: "build",
+        run: build::run,
     },
 ];
 

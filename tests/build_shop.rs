@@ -1,0 +1,102 @@
+//! examples/shop built by `kiln build` over the real python vendor image (built into the test's
+//! store from the shared .deb cache), then rebuilt at the same commit as a hit.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Sandbox;
+use serde_json::Value;
+
+/// The .deb cache shared by tests: `$KILN_DEB_CACHE` or /var/cache/kiln/debs.
+fn shared_deb_cache() -> PathBuf {
+    std::env::var_os("KILN_DEB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kiln/debs"))
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+fn build(sb: &Sandbox, repo: &Path) -> Value {
+    let out = sb.ok(&["build", &repo.to_string_lossy(), "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}"))
+}
+
+#[test]
+fn examples_shop_builds_on_the_python_image_and_rebuilds_as_a_hit() {
+    let sb = Sandbox::new();
+    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor-images");
+    let out = sb
+        .kiln()
+        .env("KILN_DEB_CACHE", shared_deb_cache())
+        .args(["vendor", "build", "python", "--quiet", "--recipes"])
+        .arg(&recipes)
+        .output()
+        .expect("spawn kiln");
+    assert!(out.status.success(), "vendor build python: {out:?}");
+
+    let repo = sb.dir.path().join("shop");
+    std::fs::create_dir(&repo).expect("mkdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", example.display()))
+        .arg(&repo)
+        .status()
+        .expect("cp");
+    assert!(cp.success());
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "shop"]);
+
+    let first = build(&sb, &repo);
+    let web = &first["services"][0];
+    assert_eq!(web["service"], "web");
+    assert_eq!(web["cache"], "miss");
+    assert_eq!(first["containers"], 1, "the hook ran: {first}");
+    let hook = web["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == "hook")
+        .expect("hook step");
+    // The hook's layer holds what make_assets.py generated.
+    let layer = hook["layer"].as_str().expect("layer");
+    let blob = sb
+        .store()
+        .join("oci/blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let list = Command::new("tar")
+        .arg("tzf")
+        .arg(&blob)
+        .output()
+        .expect("tar");
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        names.lines().any(|l| l == "app/generated/banner.txt"),
+        "{names}"
+    );
+
+    let second = build(&sb, &repo);
+    assert_eq!(second["containers"], 0);
+    for s in second["services"].as_array().expect("services") {
+        assert_eq!(s["cache"], "hit", "{s}");
+    }
+    assert_eq!(second["services"][0]["digest"], web["digest"]);
+    let left: Vec<_> = std::fs::read_dir(sb.root())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "containers left: {left:?}");
+}

@@ -1,0 +1,316 @@
+//! examples/shop deployed by `kiln deploy` from a git repo made by the test, on the python and
+//! redis vendor images: the page proves redis was reached through the relationship and the
+//! deploy hook ran; a redeploy of the same commit replaces nothing; a v2 commit swaps under 8
+//! concurrent clients with no failed request; a failing hook rolls back; volumes survive and are
+//! cloned for a child environment; an app without the relationship cannot reach redis; destroy
+//! leaves nothing behind.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Sandbox;
+use kiln::deploy::loadgen::{self, Client};
+use kiln::deploy::Endpoint;
+use serde_json::Value;
+
+fn shared_deb_cache() -> PathBuf {
+    std::env::var_os("KILN_DEB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kiln/debs"))
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+/// Destroys the environments when the test ends, whatever happens.
+struct Envs<'a> {
+    sb: &'a Sandbox,
+    names: Vec<String>,
+}
+
+impl Drop for Envs<'_> {
+    fn drop(&mut self) {
+        for env in &self.names {
+            let _ = self.sb.run(&["env", "destroy", env]);
+        }
+    }
+}
+
+fn status(sb: &Sandbox, env: &str) -> Value {
+    let out = sb.ok(&["env", "status", env, "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}"))
+}
+
+fn router(sb: &Sandbox, env: &str) -> SocketAddr {
+    let s = status(sb, env);
+    s["record"]["router"]["listen"]
+        .as_str()
+        .expect("router address")
+        .parse()
+        .expect("address")
+}
+
+fn pids(sb: &Sandbox, env: &str) -> Vec<u64> {
+    let s = status(sb, env);
+    ["cache", "web"]
+        .iter()
+        .map(|n| {
+            s["record"]["services"][n]["process"]["pid"]
+                .as_u64()
+                .expect("pid")
+        })
+        .collect()
+}
+
+fn get(addr: SocketAddr) -> String {
+    let (code, body) = Client::new(Endpoint::host(addr))
+        .request("/", "")
+        .expect("GET through the router");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+fn commit_file(repo: &Path, file: &str, text: &str, msg: &str) {
+    std::fs::write(repo.join(file), text).expect("write");
+    git(repo, &["commit", "-q", "-am", msg]);
+}
+
+fn shop_repo(sb: &Sandbox) -> PathBuf {
+    let repo = sb.dir.path().join("shop");
+    std::fs::create_dir(&repo).expect("mkdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", example.display()))
+        .arg(&repo)
+        .status()
+        .expect("cp");
+    assert!(cp.success());
+    // The greeting names the version (the load clients tell v1 from v2 by the first word), and
+    // a second app `probe` has no relationship to redis.
+    let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
+    let toml = toml.replace("GREETING = \"hello\"", "GREETING = \"v1\"")
+        + "\n[services.probe]\nbase = \"python\"\nsource = \"web\"\n\
+           start = \"python3 -c 'import time; time.sleep(100000)'\"\n";
+    std::fs::write(repo.join("kiln.toml"), toml).expect("write");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "shop v1"]);
+    repo
+}
+
+fn vendor(sb: &Sandbox, name: &str) {
+    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor-images");
+    let out = sb
+        .kiln()
+        .env("KILN_DEB_CACHE", shared_deb_cache())
+        .args(["vendor", "build", name, "--quiet", "--recipes"])
+        .arg(&recipes)
+        .output()
+        .expect("spawn kiln");
+    assert!(out.status.success(), "vendor build {name}: {out:?}");
+}
+
+/// Each client's runs of answers: (first word, how many in a row).
+type Runs = Vec<Vec<(String, u64)>>;
+
+/// How many visits the page says the volume holds.
+fn visits(page: &str) -> u64 {
+    page.lines()
+        .find(|l| l.starts_with("data:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no visit count in {page}"))
+}
+
+/// Runs 8 keep-alive clients through the router while `during` runs; returns (ok, failed,
+/// longest wait, each client's runs of answers, first errors).
+fn under_load(addr: SocketAddr, during: impl FnOnce()) -> (u64, u64, Duration, Runs, Vec<String>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = loadgen::load(&Endpoint::host(addr), 8, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+    during();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed, mut longest, mut runs, mut errors) =
+        (0, 0, Duration::ZERO, Vec::new(), Vec::new());
+    for h in handles {
+        let r = h.join().expect("client");
+        ok += r.ok;
+        failed += r.failed;
+        longest = longest.max(r.longest);
+        runs.push(r.runs);
+        errors.extend(r.errors);
+    }
+    (ok, failed, longest, runs, errors)
+}
+
+#[test]
+fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
+    let sb = Sandbox::new();
+    vendor(&sb, "python");
+    vendor(&sb, "redis");
+    let repo = shop_repo(&sb);
+    let repo_s = repo.to_string_lossy().to_string();
+    let env = common::unique("shop");
+    let child = format!("{env}-pr");
+    let _guard = Envs {
+        sb: &sb,
+        names: vec![child.clone(), env.clone()],
+    };
+
+    // v1: the page proves redis via the relationship and the deploy hook.
+    sb.ok(&["deploy", &repo_s, "--env", &env]);
+    let addr = router(&sb, &env);
+    let page = get(addr);
+    assert!(page.starts_with("v1 from shop v1"), "{page}");
+    assert!(page.contains("redis: ok at cache:6379"), "{page}");
+    assert!(page.contains("migration: applied for v1"), "{page}");
+    assert!(page.contains("BUILT BY THE KILN BUILD HOOK"), "{page}");
+
+    // A redeploy of the same commit replaces nothing.
+    let before = pids(&sb, &env);
+    let out = sb.ok(&["deploy", &repo_s, "--env", &env, "--json"]);
+    let report: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        report["changes"]["replace"].as_array().map(Vec::len),
+        Some(0),
+        "{out}"
+    );
+    assert_eq!(pids(&sb, &env), before, "same pids after a no-op redeploy");
+
+    // The relationship is the only way to redis: web reaches it, probe does not.
+    let s = status(&sb, &env);
+    let ip = s["record"]["services"]["web"]["links"]["cache"][0]["ip"]
+        .as_str()
+        .expect("cache ip")
+        .to_string();
+    let connect =
+        format!("import socket; socket.create_connection(('{ip}', 6379), 2); print('connected')");
+    let from_web = sb.run(&["shell", &env, "web", "--", "python3", "-c", &connect]);
+    assert!(from_web.status.success(), "web reaches redis: {from_web:?}");
+    let from_probe = sb.run(&["shell", &env, "probe", "--", "python3", "-c", &connect]);
+    assert!(
+        !from_probe.status.success(),
+        "probe must not reach redis: {from_probe:?}"
+    );
+
+    // v2 under 8 concurrent clients: v1 then v2, no failed request.
+    let visits_before = visits(&page);
+    let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
+    std::fs::write(repo.join("web/VERSION"), "v2\n").expect("write");
+    commit_file(&repo, "kiln.toml", &toml.replace("\"v1\"", "\"v2\""), "v2");
+    let (ok, failed, longest, runs, errors) = under_load(addr, || {
+        sb.ok(&["deploy", &repo_s, "--env", &env]);
+    });
+    eprintln!(
+        "swap v1→v2 under 8 clients: {ok} requests ok, {failed} failed, longest wait {:.1} ms",
+        longest.as_secs_f64() * 1000.0
+    );
+    assert_eq!(failed, 0, "no request fails during the swap: {errors:?}");
+    for r in &runs {
+        let order: Vec<&str> = r.iter().map(|(w, _)| w.as_str()).collect();
+        assert!(
+            order == ["v1", "v2"] || order == ["v2"],
+            "answers switch once: {order:?}"
+        );
+    }
+    assert!(
+        runs.iter().any(|r| r.iter().any(|(w, _)| w == "v1")),
+        "{runs:?}"
+    );
+    let page = get(addr);
+    assert!(page.starts_with("v2 from shop v2"), "{page}");
+    let visits_after = visits(&page);
+    assert!(
+        visits_after > visits_before + ok - 1,
+        "the volume kept v1's data: {page}"
+    );
+
+    // A failing deploy hook rolls back: v2 keeps answering, no failed request.
+    let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
+    commit_file(
+        &repo,
+        "kiln.toml",
+        &toml.replace(
+            "hook = \"python3 migrate.py\"",
+            "hook = \"python3 migrate.py && exit 3\"",
+        ),
+        "v3 with a failing hook",
+    );
+    let mut bad = None;
+    let (_, failed, _, _, errors) = under_load(addr, || {
+        bad = Some(sb.run(&["deploy", &repo_s, "--env", &env]));
+    });
+    let bad = bad.expect("deploy ran");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "a failing hook fails the deploy");
+    assert!(err.contains("deploy hook") && err.contains("web"), "{err}");
+    assert_eq!(
+        failed, 0,
+        "no request fails during the rollback: {errors:?}"
+    );
+    assert!(get(addr).starts_with("v2 from shop v2"));
+
+    // A child environment sees the parent's data; later writes stay apart.
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    sb.ok(&["deploy", &repo_s, "--env", &child, "--parent", &env]);
+    let child_addr = router(&sb, &child);
+    let c1 = visits(&get(child_addr));
+    assert!(c1 > visits_after, "the child cloned the parent's volume");
+    let p1 = visits(&get(addr));
+    let c2 = visits(&get(child_addr));
+    let p2 = visits(&get(addr));
+    assert_eq!(c2, c1 + 1, "the parent's write does not show in the child");
+    assert_eq!(p2, p1 + 1, "the child's write does not show in the parent");
+
+    // Destroy leaves no process, mount, netns, cgroup or router.
+    let web_pid = pids(&sb, &env)[1];
+    let router_pid = status(&sb, &env)["record"]["router"]["process"]["pid"]
+        .as_u64()
+        .expect("router pid");
+    sb.ok(&["env", "destroy", &env]);
+    sb.ok(&["env", "destroy", &child]);
+    for pid in [web_pid, router_pid] {
+        // Gone, or a zombie waiting for a reaper that is not ours.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        assert!(
+            matches!(state, None | Some("Z")),
+            "pid {pid} is gone: {stat}"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let root = sb.root().to_string_lossy().to_string();
+    assert!(!mounts.contains(&root), "no mount left under {root}");
+    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/freezer")
+        .expect("freezer")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&env))
+        .collect();
+    assert!(cgroups.is_empty(), "no cgroup left: {cgroups:?}");
+    assert!(
+        !sb.root().join("envs").join(&env).exists(),
+        "no env record left"
+    );
+}
