@@ -41,6 +41,23 @@ fn pid_namespace_makes_the_process_pid_1_and_uts_sets_hostname() {
 }
 
 #[test]
+fn a_new_network_namespace_has_its_loopback_up() {
+    // With lo down a connect to 127.0.0.1 fails "network unreachable"; with lo up it is refused.
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "ifconfig lo | grep -c UP; nc -w1 127.0.0.1 1 2>&1; true",
+    ]);
+    let out = b.run_ok();
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("1"), "lo is not up: {out}");
+    assert!(
+        out.to_lowercase().contains("refused"),
+        "127.0.0.1 not reachable: {out}"
+    );
+}
+
+#[test]
 fn user_namespace_gets_the_configured_maps() {
     let mut b = Bundle::new(&[
         "sh",

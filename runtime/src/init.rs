@@ -175,6 +175,9 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
         std::env::set_current_dir("/").at("chdir", "/")?;
     }
 
+    if a.plan.clone_flags & libc::CLONE_NEWNET != 0 {
+        sys::loopback_up().step("setting lo up in the new network namespace")?;
+    }
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         if !a.plan.has_utsns {
             return Err(Error::Config(
