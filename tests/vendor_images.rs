@@ -1,5 +1,5 @@
 //! End-to-end tests of `kiln vendor build`: each recipe builds from an empty store, the images
-//! run (kiln's runtime over an umoci-unpacked bundle; services under runc, see [`Runtime`]),
+//! run (kiln's runtime over an umoci-unpacked bundle),
 //! services answer real clients, builds are reproducible, and bad input leaves nothing tagged.
 
 mod common;
@@ -71,21 +71,10 @@ fn assert_no_scratch(sb: &Sandbox) {
     assert!(left.is_empty(), "left behind in tmp/: {left:?}");
 }
 
-/// Which OCI runtime runs a test container (both speak runc's command line).
-#[derive(Clone, Copy)]
-enum Runtime {
-    /// kiln's own runtime, with the sandbox's state root.
-    Kiln,
-    /// runc: used for services reached over loopback, which kiln's runtime does not bring up
-    /// (that is the network layer's job at deploy).
-    Runc,
-}
-
 /// A container over an umoci-unpacked bundle of an image; deleted on drop.
 struct Container {
     id: String,
     bundle: PathBuf,
-    runtime: Runtime,
     root: PathBuf,
 }
 
@@ -93,11 +82,6 @@ impl Container {
     /// Unpacks `tag` from the sandbox's store into a bundle for kiln's runtime; `args` replaces
     /// the image's command.
     fn new(sb: &Sandbox, tag: &str, args: Option<&[&str]>) -> Self {
-        Self::with(Runtime::Kiln, sb, tag, args)
-    }
-
-    /// The same for `runtime`.
-    fn with(runtime: Runtime, sb: &Sandbox, tag: &str, args: Option<&[&str]>) -> Self {
         let bundle = sb.dir.path().join(unique("bundle-"));
         let image = format!("{}:{tag}", sb.store().join("oci").display());
         let out = Command::new("umoci")
@@ -121,21 +105,15 @@ impl Container {
         Self {
             id: unique("kiln-vendor-"),
             bundle,
-            runtime,
             root: sb.root(),
         }
     }
 
-    /// A command line of this container's runtime.
+    /// A command line of kiln's runtime with this sandbox's state root.
     fn rt(&self) -> Command {
-        match self.runtime {
-            Runtime::Kiln => {
-                let mut c = Command::new(common::kiln_bin());
-                c.arg("--root").arg(&self.root);
-                c
-            }
-            Runtime::Runc => Command::new("runc"),
-        }
+        let mut c = Command::new(common::kiln_bin());
+        c.arg("--root").arg(&self.root);
+        c
     }
 
     /// Runs the container to completion; returns its output.
@@ -145,7 +123,7 @@ impl Container {
             .arg(&self.bundle)
             .arg(&self.id)
             .output()
-            .expect("runc run")
+            .expect("kiln run")
     }
 
     /// Starts the container detached; returns its pid.
@@ -300,7 +278,7 @@ fn redis_image_serves_ping_to_a_client() {
     );
 
     // The image's own command: redis in the foreground on 0.0.0.0:6379, as user redis.
-    let c = Container::with(Runtime::Runc, &sb, "redis:latest", None);
+    let c = Container::new(&sb, "redis:latest", None);
     c.start();
     let pong = eventually("redis-cli ping", || {
         stdout_if_ok(
@@ -318,7 +296,7 @@ fn redis_image_serves_ping_to_a_client() {
 fn nginx_image_serves_http_to_a_client() {
     let sb = Sandbox::new();
     build(&sb, "nginx");
-    let c = Container::with(Runtime::Runc, &sb, "nginx:latest", None);
+    let c = Container::new(&sb, "nginx:latest", None);
     let pid = c.start();
     // The client runs on the host in the container's network namespace.
     let body = eventually("GET http://127.0.0.1:8080/", || {
