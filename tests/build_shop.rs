@@ -3,31 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::Sandbox;
+use common::{git, shared_deb_cache, Sandbox};
 use serde_json::Value;
-
-/// The .deb cache shared by tests: `$KILN_DEB_CACHE` or /var/cache/kiln/debs.
-fn shared_deb_cache() -> PathBuf {
-    std::env::var_os("KILN_DEB_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/kiln/debs"))
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-}
 
 fn build(sb: &Sandbox, repo: &Path) -> Value {
     let out = sb.ok(&["build", &repo.to_string_lossy(), "--json"]);

@@ -14,29 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Sandbox;
+use common::{git, shared_deb_cache, Sandbox};
 use kiln::deploy::loadgen::{self, Client};
 use kiln::deploy::Endpoint;
 use serde_json::Value;
-
-fn shared_deb_cache() -> PathBuf {
-    std::env::var_os("KILN_DEB_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/kiln/debs"))
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-}
 
 /// Destroys the environments when the test ends, whatever happens.
 struct Envs<'a> {

@@ -8,18 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{judges_script, unique, Sandbox};
+use common::{judges_script, shared_deb_cache, unique, Sandbox};
 
 /// The recipes shipped in the repository.
 fn recipes() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor-images")
-}
-
-/// The .deb cache shared by tests (saves the network): `$KILN_DEB_CACHE` or /var/cache/kiln/debs.
-fn shared_deb_cache() -> PathBuf {
-    std::env::var_os("KILN_DEB_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/kiln/debs"))
 }
 
 /// Runs `kiln vendor build NAME --json` in `sb` with `recipes` and `cache`.

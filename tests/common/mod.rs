@@ -106,3 +106,24 @@ pub fn judges_script() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/judges/judges.sh");
     p.exists().then_some(p)
 }
+
+/// The .deb cache shared by tests: `$KILN_DEB_CACHE` or /var/cache/kiln/debs.
+pub fn shared_deb_cache() -> PathBuf {
+    std::env::var_os("KILN_DEB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kiln/debs"))
+}
+
+/// Runs `git ARGS` in `dir` with a fixed identity; panics unless it succeeds.
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
