@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{git, shared_deb_cache, Sandbox};
+use common::{copy_example, git, shared_deb_cache, Sandbox};
 use serde_json::Value;
 
 fn build(sb: &Sandbox, repo: &Path) -> Value {
@@ -27,16 +27,7 @@ fn examples_shop_builds_on_the_python_image_and_rebuilds_as_a_hit() {
         .expect("spawn kiln");
     assert!(out.status.success(), "vendor build python: {out:?}");
 
-    let repo = sb.dir.path().join("shop");
-    std::fs::create_dir(&repo).expect("mkdir");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", example.display()))
-        .arg(&repo)
-        .status()
-        .expect("cp");
-    assert!(cp.success());
+    let repo = copy_example(sb.dir.path(), "shop");
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "shop"]);

@@ -9,12 +9,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{git, shared_deb_cache, Sandbox};
+use common::{copy_example, git, shared_deb_cache, Sandbox};
 use kiln::deploy::loadgen::{self, Client};
 use kiln::deploy::Endpoint;
 use serde_json::Value;
@@ -73,16 +72,7 @@ fn commit_file(repo: &Path, file: &str, text: &str, msg: &str) {
 }
 
 fn shop_repo(sb: &Sandbox) -> PathBuf {
-    let repo = sb.dir.path().join("shop");
-    std::fs::create_dir(&repo).expect("mkdir");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", example.display()))
-        .arg(&repo)
-        .status()
-        .expect("cp");
-    assert!(cp.success());
+    let repo = copy_example(sb.dir.path(), "shop");
     // The greeting names the version (the load clients tell v1 from v2 by the first word), and
     // a second app `probe` has no relationship to redis.
     let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");

@@ -127,3 +127,20 @@ pub fn git(dir: &Path, args: &[&str]) {
         .expect("git");
     assert!(out.status.success(), "git {args:?}: {out:?}");
 }
+
+/// Copies `examples/<name>` into `<parent>/<name>` (no git yet) and returns that folder.
+pub fn copy_example(parent: &Path, name: &str) -> PathBuf {
+    let repo = parent.join(name);
+    std::fs::create_dir(&repo).expect("mkdir example copy");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", example.display()))
+        .arg(&repo)
+        .status()
+        .expect("cp");
+    assert!(cp.success(), "cp -a {}", example.display());
+    repo
+}
