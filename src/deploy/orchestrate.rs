@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kiln_builder::config::{ProjectConfig, Service, ServiceKind, APP_ROOT};
+use kiln_builder::config::{Deploy, ProjectConfig, Service, ServiceKind, APP_ROOT};
 use kiln_overlay::{Digest, Store};
 use kiln_runtime::Runtime;
 use serde::Serialize;
@@ -24,8 +24,6 @@ use super::{health, Endpoint};
 
 /// How long a stopping container gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
-/// How long a new container gets to answer on its port.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for in-flight requests when holding.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -67,6 +65,8 @@ pub struct DeployReport {
     pub hold_ms: f64,
     /// Wall time of the deploy, in ms.
     pub total_ms: f64,
+    /// The steps and how long each took.
+    pub steps: Vec<StepTime>,
 }
 
 /// One service as it should run: its image and config.
@@ -178,8 +178,51 @@ fn routed(config: &ProjectConfig) -> Option<(String, u16)> {
 struct Progress {
     /// Services whose old container was stopped: name → its previous record.
     stopped: BTreeMap<String, ServiceState>,
-    /// New containers started: (service, id).
+    /// New containers created or started: (service, id).
     started: Vec<(String, String)>,
+    /// Whether the router was told to hold.
+    held: bool,
+    /// The network plan with the links of both the old and the new topology, once applied.
+    union: Option<kiln_netns::Plan>,
+}
+
+/// How long one step of a deploy took.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTime {
+    /// The step.
+    pub step: String,
+    /// Whether requests were held during it.
+    pub held: bool,
+    /// Its duration in ms.
+    pub ms: f64,
+}
+
+/// Times the steps of a deploy.
+struct Clock {
+    last: Instant,
+    held: bool,
+    steps: Vec<StepTime>,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            last: Instant::now(),
+            held: false,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Ends the step `step` now.
+    fn lap(&mut self, step: &str) {
+        let now = Instant::now();
+        self.steps.push(StepTime {
+            step: step.to_string(),
+            held: self.held,
+            ms: ms(now - self.last),
+        });
+        self.last = now;
+    }
 }
 
 /// Deploys `req`; returns what changed.
@@ -222,6 +265,7 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
         router: router.listen,
         hold_ms: 0.0,
         total_ms: 0.0,
+        steps: Vec::new(),
     };
     let mut ctl = RouterClient::connect(root, env)?;
     if changes.is_noop() && !fresh {
@@ -231,15 +275,17 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
         report.total_ms = ms(begin.elapsed());
         return Ok(report);
     }
-    let held_at = Instant::now();
-    if !fresh {
-        ctl.hold(DRAIN)?;
-    }
     let runtime = Runtime::new(root);
     let mut progress = Progress {
         stopped: BTreeMap::new(),
         started: Vec::new(),
+        // A new router starts held.
+        held: fresh,
+        union: None,
     };
+    let mut clock = Clock::new();
+    clock.held = fresh;
+    let mut held_at = fresh.then(Instant::now);
     let result = swap(
         store,
         req,
@@ -249,10 +295,13 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
         &mut state,
         &mut progress,
         &mut ctl,
+        &mut clock,
+        &mut held_at,
     );
+    report.steps = std::mem::take(&mut clock.steps);
     match result {
         Ok(()) => {
-            report.hold_ms = ms(held_at.elapsed());
+            report.hold_ms = held_at.map_or(0.0, |t| ms(t.elapsed()));
             state.commit = Some(req.commit.clone());
             state.branch = req.branch.clone();
             if current.is_none() {
@@ -301,7 +350,15 @@ fn step_err(
     }
 }
 
-/// Steps 3 to 8: stop old, volumes, network, start, health, hooks, switch and release.
+/// The deploy settings of a service (an image service has the defaults).
+fn deploy_settings(svc: &Service) -> Deploy {
+    svc.app().map(|a| a.deploy.clone()).unwrap_or_default()
+}
+
+/// Steps 3 to 8. Everything that does not need the old containers gone happens before the
+/// router holds: volumes cloned, links added, new containers created (their process not yet
+/// run) and new services started. Held: the old containers stop, the new ones run, health,
+/// hooks, switch and release.
 #[allow(clippy::too_many_arguments)]
 fn swap(
     store: &Store,
@@ -312,97 +369,71 @@ fn swap(
     state: &mut EnvState,
     progress: &mut Progress,
     ctl: &mut RouterClient,
+    clock: &mut Clock,
+    held_at: &mut Option<Instant>,
 ) -> Result<(), DeployError> {
     let root = &req.runtime_root;
     let env = &req.env;
-    // 3. Stop the old containers of changed and removed services.
-    for name in changes.replace.iter().chain(&changes.stop) {
-        if let Some(old) = state.services.get(name).cloned() {
-            if let Some(id) = &old.container_id {
-                container::stop(
-                    runtime,
-                    &container::container_dir(root, env, id),
-                    id,
-                    STOP_GRACE,
-                )?;
-            }
-            progress.stopped.insert(name.clone(), old);
-        }
-        state.services.remove(name);
-    }
     // Volumes: a new environment with a parent clones the parent's first.
-    let mut volume_names = Vec::new();
-    for (name, w) in wants {
-        for path in w.service.mounts.keys() {
-            volume_names.push(volumes::mount_volume_name(name, path));
-        }
+    if let (Some(parent), true) = (&req.parent, state.services.is_empty()) {
+        clone_parent_volumes(store, req, wants, parent)?;
+        clock.lap("clone volumes");
     }
-    if let (Some(parent), true) = (
-        &req.parent,
-        state.services.is_empty() && progress.stopped.is_empty(),
-    ) {
-        let have = volumes::list(&store_root(store), env)?;
-        let missing: Vec<String> = volume_names
-            .iter()
-            .filter(|n| !have.contains(n))
-            .cloned()
-            .collect();
-        let parent_cgroups = parent_freezer_cgroups(root, parent)?;
-        if parent_cgroups.is_empty() {
-            volumes::clone_from(&store_root(store), parent, env, &missing, &mut NoFreezer)?;
-        } else {
-            volumes::clone_from(
-                &store_root(store),
-                parent,
-                env,
-                &missing,
-                &mut CgroupFreezer::new(parent_cgroups),
-            )?;
-        }
-    }
-    // 4. The network, incrementally.
-    let plan = kiln_netns::plan_for(env, &topology(&req.config), kiln_netns::Pool::DEFAULT, root)?;
-    kiln_netns::apply(env, &plan, root)?;
-    // 5. Start the new containers: image services first (apps' hooks reach them).
-    let mut order: Vec<&String> = changes.replace.iter().chain(&changes.start).collect();
-    order.sort_by_key(|n| (wants[*n].service.app().is_some(), (*n).clone()));
+    // 4. The network: links added now (old and new both linked), removed once the old stop.
+    let (union, plan) = plans(req)?;
+    kiln_netns::apply(env, &union, root)?;
+    progress.union = Some(union.clone());
+    clock.lap("network");
+    // 5. Create the new containers; start those of new services at once.
     let router_url = format!(
         "http://{}/",
         state.router.as_ref().map_or(req.listen, |r| r.listen)
     );
-    for name in &order {
-        let w = &wants[*name];
+    let mut created = BTreeMap::new();
+    for name in changes.replace.iter().chain(&changes.start) {
+        let w = &wants[name];
         let log = container::ensure_log(root, env, name)?;
         let from = container::file_len(&log);
         let (saved, svc_state) = prepare(store, req, &plan, name, w, &router_url)?;
-        let id = saved.id.clone();
-        let dir = container::container_dir(root, env, &id);
-        progress.started.push(((*name).clone(), id.clone()));
-        let process = container::launch(runtime, &dir, &saved)
-            .map_err(|e| step_err(req, name, "start", e.to_string(), from))?;
-        state.services.insert(
-            (*name).clone(),
-            ServiceState {
-                process: Some(process),
-                ..svc_state
-            },
-        );
+        let dir = container::container_dir(root, env, &saved.id);
+        progress.started.push((name.clone(), saved.id.clone()));
+        let c = container::create(runtime, &dir, &saved)
+            .map_err(|e| step_err(req, name, "create", e.to_string(), from))?;
+        created.insert(name.clone(), (c, svc_state, from));
     }
-    // 6. Health: every port of every new container answers inside its namespace.
-    for name in &order {
-        let netns = kiln_netns::netns_path(root, env, name);
-        for port in ports(wants[*name].service) {
-            let ep = Endpoint::in_netns(([127, 0, 0, 1], port).into(), &netns);
-            health::wait_port(&ep, HEALTH_TIMEOUT)
-                .map_err(|e| step_err(req, name, "health check", e.to_string(), 0))?;
-        }
+    clock.lap("create");
+    let fresh: Vec<String> = changes.start.clone();
+    run_new(req, wants, state, &mut created, &fresh)?;
+    clock.lap("start new services");
+    // 3. Hold, then stop the old containers of changed and removed services.
+    if !progress.held {
+        ctl.hold(DRAIN)?;
+        progress.held = true;
+        clock.held = true;
+        *held_at = Some(Instant::now());
+        clock.lap("hold (drain)");
     }
+    let old: Vec<(String, ServiceState)> = changes
+        .replace
+        .iter()
+        .chain(&changes.stop)
+        .filter_map(|n| state.services.remove(n).map(|s| (n.clone(), s)))
+        .collect();
+    stop_all(req, runtime, wants, &old)?;
+    progress.stopped.extend(old);
+    if union != plan {
+        kiln_netns::apply(env, &plan, root)?;
+    }
+    clock.lap("stop old");
+    let replaced: Vec<String> = changes.replace.clone();
+    run_new(req, wants, state, &mut created, &replaced)?;
+    clock.lap("start and health");
     // 7. Deploy hook, then post-deploy tasks, in each new app container.
-    for name in &order {
-        let Some(app) = wants[*name].service.app() else {
+    for name in changes.replace.iter().chain(&changes.start) {
+        let Some(app) = wants[name].service.app() else {
             continue;
         };
-        let id = state.services[*name]
+        let id = state.services[name]
             .container_id
             .clone()
             .unwrap_or_default();
@@ -419,6 +450,7 @@ fn swap(
                 .map_err(|m| step_err(req, name, &format!("{step} `{command}`"), m, from))?;
         }
     }
+    clock.lap("hooks");
     // 8. Switch and release.
     if let Some((app, port)) = routed(&req.config) {
         let ep = Endpoint::in_netns(
@@ -428,6 +460,180 @@ fn swap(
         ctl.switch(&ep)?;
     }
     ctl.release()?;
+    clock.lap("switch and release");
+    Ok(())
+}
+
+/// Clones the parent environment's volumes this environment does not have yet, the parent's
+/// running containers frozen for the copy.
+fn clone_parent_volumes(
+    store: &Store,
+    req: &DeployRequest,
+    wants: &BTreeMap<String, Want<'_>>,
+    parent: &str,
+) -> Result<(), DeployError> {
+    let have = volumes::list(&store_root(store), &req.env)?;
+    let missing: Vec<String> = wants
+        .iter()
+        .flat_map(|(name, w)| {
+            w.service
+                .mounts
+                .keys()
+                .map(|path| volumes::mount_volume_name(name, path))
+        })
+        .filter(|n| !have.contains(n))
+        .collect();
+    let parent_cgroups = parent_freezer_cgroups(&req.runtime_root, parent)?;
+    if parent_cgroups.is_empty() {
+        volumes::clone_from(
+            &store_root(store),
+            parent,
+            &req.env,
+            &missing,
+            &mut NoFreezer,
+        )?;
+    } else {
+        volumes::clone_from(
+            &store_root(store),
+            parent,
+            &req.env,
+            &missing,
+            &mut CgroupFreezer::new(parent_cgroups),
+        )?;
+    }
+    Ok(())
+}
+
+/// The network plans: one with the links of both the running and the new topology (applied
+/// while the old containers still serve), and the new topology's (same addresses).
+fn plans(req: &DeployRequest) -> Result<(kiln_netns::Plan, kiln_netns::Plan), DeployError> {
+    let root = &req.runtime_root;
+    let env = &req.env;
+    let pool = kiln_netns::Pool::DEFAULT;
+    let new = topology(&req.config);
+    let previous = kiln_netns::load_record(root, env)?.map(|r| r.plan);
+    let mut both = new.clone();
+    if let Some(p) = &previous {
+        for s in &p.services {
+            if !both.services.contains(s) {
+                both.services.push(s.clone());
+            }
+        }
+        for e in &p.edges {
+            if !both
+                .edges
+                .iter()
+                .any(|n| n.from == e.from && n.name == e.name)
+            {
+                both.edges.push(e.clone());
+            }
+        }
+    }
+    let net = |e: kiln_netns::PlanError| DeployError::from(kiln_netns::NetError::from(e));
+    let union = kiln_netns::Plan::new(&both, pool, previous.as_ref()).map_err(net)?;
+    let plan = kiln_netns::Plan::new(&new, pool, Some(&union)).map_err(net)?;
+    Ok((union, plan))
+}
+
+/// Stops the old containers, all at once; each gets its service's stop grace.
+fn stop_all(
+    req: &DeployRequest,
+    runtime: &Runtime,
+    wants: &BTreeMap<String, Want<'_>>,
+    old: &[(String, ServiceState)],
+) -> Result<(), DeployError> {
+    let root = &req.runtime_root;
+    std::thread::scope(|s| {
+        let stops: Vec<_> = old
+            .iter()
+            .filter_map(|(name, st)| st.container_id.as_ref().map(|id| (name, id)))
+            .map(|(name, id)| {
+                let grace = wants.get(name).map_or(STOP_GRACE, |w| {
+                    Duration::from_secs(deploy_settings(w.service).stop_grace_secs)
+                });
+                s.spawn(move || {
+                    container::stop(
+                        runtime,
+                        &container::container_dir(root, &req.env, id),
+                        id,
+                        grace,
+                    )
+                })
+            })
+            .collect();
+        stops
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Ok(())))
+            .collect::<Result<Vec<()>, DeployError>>()
+            .map(drop)
+    })
+}
+
+/// Runs the created containers of `names` (image services first, healthy before the apps
+/// start: apps may reach them at once) and waits for each to be healthy.
+fn run_new(
+    req: &DeployRequest,
+    wants: &BTreeMap<String, Want<'_>>,
+    state: &mut EnvState,
+    created: &mut BTreeMap<String, (container::Created, ServiceState, u64)>,
+    names: &[String],
+) -> Result<(), DeployError> {
+    let (images, apps): (Vec<&String>, Vec<&String>) = names
+        .iter()
+        .partition(|n| wants[*n].service.app().is_none());
+    for group in [images, apps] {
+        for name in &group {
+            let Some((c, svc_state, from)) = created.remove(*name) else {
+                continue;
+            };
+            let process = c
+                .start()
+                .map_err(|e| step_err(req, name, "start", e.to_string(), from))?;
+            state.services.insert(
+                (*name).clone(),
+                ServiceState {
+                    process: Some(process),
+                    ..svc_state
+                },
+            );
+        }
+        for name in &group {
+            healthy(req, name, wants[*name].service, state)?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until service `name`'s new container is healthy: its health command exits 0, or
+/// every port it declares answers inside its namespace.
+fn healthy(
+    req: &DeployRequest,
+    name: &str,
+    svc: &Service,
+    state: &EnvState,
+) -> Result<(), DeployError> {
+    let root = &req.runtime_root;
+    let settings = deploy_settings(svc);
+    let timeout = Duration::from_secs(settings.health_timeout_secs);
+    let failed = |e: DeployError| step_err(req, name, "health check", e.to_string(), 0);
+    if let Some(command) = &settings.health {
+        let id = state.services[name]
+            .container_id
+            .clone()
+            .unwrap_or_default();
+        health::wait_command(
+            command,
+            &mut || container::exec_command(&req.kiln_bin, root, &id, command),
+            timeout,
+        )
+        .map_err(failed)?;
+        return Ok(());
+    }
+    let netns = kiln_netns::netns_path(root, &req.env, name);
+    for port in ports(svc) {
+        let ep = Endpoint::in_netns(([127, 0, 0, 1], port).into(), &netns);
+        health::wait_port(&ep, timeout).map_err(failed)?;
+    }
     Ok(())
 }
 
@@ -604,7 +810,8 @@ fn routes_env(url: &str, service: &str) -> String {
 }
 
 /// Undoes a failed deploy: new containers go, the previous ones start again with the same
-/// volumes, the router switches back and releases.
+/// volumes (the router's upstream still points at them: it is switched last), and the router
+/// releases the requests it held.
 fn rollback(
     req: &DeployRequest,
     runtime: &Runtime,
@@ -631,6 +838,11 @@ fn rollback(
         }
         state.services.insert(name.clone(), back);
     }
+    if let Some(union) = &progress.union {
+        // The old containers' links, in case the new plan dropped some.
+        let _ = kiln_netns::apply(env, union, root);
+    }
+    let timeout = Duration::from_secs(kiln_builder::config::DEFAULT_HEALTH_TIMEOUT_SECS);
     for (name, svc) in &state.services {
         if !progress.stopped.contains_key(name) {
             continue;
@@ -640,19 +852,10 @@ fn rollback(
                 ([127, 0, 0, 1], port).into(),
                 &kiln_netns::netns_path(root, env, name),
             );
-            let _ = health::wait_port(&ep, HEALTH_TIMEOUT);
+            let _ = health::wait_port(&ep, timeout);
         }
     }
-    if let Some((app, port)) = state
-        .services
-        .iter()
-        .find_map(|(n, s)| s.port.map(|p| (n.clone(), p)))
-    {
-        let ep = Endpoint::in_netns(
-            ([127, 0, 0, 1], port).into(),
-            &kiln_netns::netns_path(root, env, &app),
-        );
-        let _ = ctl.switch(&ep);
+    if progress.held {
+        let _ = ctl.release();
     }
-    let _ = ctl.release();
 }

@@ -9,6 +9,10 @@ pub const APP_ROOT: &str = "/app";
 
 /// Default build hook / deploy hook time limit, in seconds.
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 600;
+/// Default time a new container gets to become healthy, in seconds.
+pub const DEFAULT_HEALTH_TIMEOUT_SECS: u64 = 30;
+/// Default time a stopping container gets between SIGTERM and SIGKILL, in seconds.
+pub const DEFAULT_STOP_GRACE_SECS: u64 = 10;
 
 /// A whole validated kiln.toml.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,6 +43,8 @@ pub struct Service {
 /// The two kinds of service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+// One per service, built once per deploy: boxing the app would only add indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum ServiceKind {
     /// Built from the project's source on a base image.
     App(App),
@@ -86,7 +92,7 @@ pub struct Build {
 }
 
 /// `[services.<name>.deploy]`, with defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deploy {
     /// Shell command run in the new container after start (code read-only, services reachable).
     pub hook: Option<String>,
@@ -94,6 +100,25 @@ pub struct Deploy {
     pub post: Vec<String>,
     /// Time limit of the hook and of each task, in seconds.
     pub timeout_secs: u64,
+    /// Health command run in the new container until it exits 0 (default: the port answers).
+    pub health: Option<String>,
+    /// Time a new container gets to become healthy, in seconds.
+    pub health_timeout_secs: u64,
+    /// Time the old container gets between SIGTERM and SIGKILL, in seconds.
+    pub stop_grace_secs: u64,
+}
+
+impl Default for Deploy {
+    fn default() -> Self {
+        Self {
+            hook: None,
+            post: Vec::new(),
+            timeout_secs: DEFAULT_HOOK_TIMEOUT_SECS,
+            health: None,
+            health_timeout_secs: DEFAULT_HEALTH_TIMEOUT_SECS,
+            stop_grace_secs: DEFAULT_STOP_GRACE_SECS,
+        }
+    }
 }
 
 /// A build flavor: the standard install commands of a language.

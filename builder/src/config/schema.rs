@@ -103,4 +103,7 @@ pub(crate) struct RawDeploy {
     #[serde(default)]
     pub post: Vec<String>,
     pub timeout: Option<u64>,
+    pub health: Option<String>,
+    pub health_timeout: Option<u64>,
+    pub stop_grace: Option<u64>,
 }

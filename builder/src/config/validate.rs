@@ -281,10 +281,7 @@ fn check_build(c: &mut Checker, name: &str, raw: Option<&RawBuild>) -> Build {
 
 fn check_deploy(c: &mut Checker, name: &str, raw: Option<&RawDeploy>) -> Deploy {
     let Some(raw) = raw else {
-        return Deploy {
-            timeout_secs: DEFAULT_HOOK_TIMEOUT_SECS,
-            ..Deploy::default()
-        };
+        return Deploy::default();
     };
     let at = |key: &'static str| -> [String; 4] {
         ["services".into(), name.into(), "deploy".into(), key.into()]
@@ -293,11 +290,20 @@ fn check_deploy(c: &mut Checker, name: &str, raw: Option<&RawDeploy>) -> Deploy 
     for task in &raw.post {
         check_command(c, &at("post"), Some(task));
     }
-    let timeout_secs = check_timeout(c, &at("timeout"), raw.timeout);
+    check_command(c, &at("health"), raw.health.as_deref());
+    let defaults = Deploy::default();
     Deploy {
         hook: raw.hook.clone(),
         post: raw.post.clone(),
-        timeout_secs,
+        timeout_secs: check_timeout(c, &at("timeout"), raw.timeout),
+        health: raw.health.clone(),
+        health_timeout_secs: check_secs(
+            c,
+            &at("health_timeout"),
+            raw.health_timeout,
+            defaults.health_timeout_secs,
+        ),
+        stop_grace_secs: raw.stop_grace.unwrap_or(defaults.stop_grace_secs),
     }
 }
 
@@ -308,13 +314,18 @@ fn check_command(c: &mut Checker, path: &[String], command: Option<&str>) {
 }
 
 fn check_timeout(c: &mut Checker, path: &[String], timeout: Option<u64>) -> u64 {
-    match timeout {
+    check_secs(c, path, timeout, DEFAULT_HOOK_TIMEOUT_SECS)
+}
+
+/// A time limit in seconds: `default` when unset; zero is an error.
+fn check_secs(c: &mut Checker, path: &[String], secs: Option<u64>, default: u64) -> u64 {
+    match secs {
         Some(0) => {
             c.found.push((path.to_vec(), Problem::ZeroTimeout));
-            DEFAULT_HOOK_TIMEOUT_SECS
+            default
         }
         Some(secs) => secs,
-        None => DEFAULT_HOOK_TIMEOUT_SECS,
+        None => default,
     }
 }
 

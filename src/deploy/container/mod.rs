@@ -118,58 +118,81 @@ pub fn unmount_root(dir: &Path) {
     }
 }
 
-/// Saves the container's record in `dir`, mounts its root, creates and starts it; the
-/// container runs detached (its output goes to its log file). Returns its init process.
-pub fn launch(runtime: &Runtime, dir: &Path, saved: &Saved) -> Result<ProcessRef, DeployError> {
-    std::fs::create_dir_all(dir).map_err(|e| DeployError::io("creating", dir, e))?;
-    atomic::write_json(&saved_path(dir), saved)?;
-    relaunch(runtime, dir)
+/// A container created (namespaces, root and mounts set up, its process not yet run).
+#[derive(Debug)]
+pub struct Created {
+    container: kiln_runtime::Container,
+    dir: PathBuf,
+    service: String,
 }
 
-/// Starts the container saved in `dir` again (its root mounted anew).
-pub fn relaunch(runtime: &Runtime, dir: &Path) -> Result<ProcessRef, DeployError> {
+impl Created {
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        self.container.id()
+    }
+
+    /// Runs the container's process; it runs detached (its output goes to its log file).
+    /// Returns its init process. On failure the container is deleted and its root unmounted.
+    pub fn start(mut self) -> Result<ProcessRef, DeployError> {
+        let id = self.container.id().to_string();
+        if let Err(source) = self.container.start() {
+            let _ = self.container.delete(true);
+            unmount_root(&self.dir);
+            return Err(DeployError::Runtime {
+                container: id,
+                source,
+            });
+        }
+        let pid = self.container.pid();
+        u32::try_from(pid)
+            .ok()
+            .and_then(ProcessRef::of)
+            .ok_or_else(|| DeployError::Config {
+                service: self.service.clone(),
+                message: format!("container {id} exited at once (pid {pid})"),
+            })
+    }
+}
+
+/// Saves the container's record in `dir`, mounts its root and creates it (see [`Created`]).
+pub fn create(runtime: &Runtime, dir: &Path, saved: &Saved) -> Result<Created, DeployError> {
+    std::fs::create_dir_all(dir).map_err(|e| DeployError::io("creating", dir, e))?;
+    atomic::write_json(&saved_path(dir), saved)?;
+    create_saved(runtime, dir)
+}
+
+/// Creates the container saved in `dir` again (its root mounted anew).
+fn create_saved(runtime: &Runtime, dir: &Path) -> Result<Created, DeployError> {
     let saved = load(dir)?;
     // The bundle's config.json: exec reads the container's process from it.
     atomic::write_json(&dir.join("config.json"), &saved.spec)?;
-    let root = mount_root(dir, &saved)?;
-    let rt_err = |source| DeployError::Runtime {
-        container: saved.id.clone(),
-        source,
-    };
-    let started = runtime
-        .create_from_spec(
-            &saved.id,
-            dir,
-            &saved.spec,
-            &CreateOptions::default(),
-            false,
-        )
-        .map_err(rt_err)
-        .and_then(|created| {
-            let mut c = created.container;
-            match c.start() {
-                Ok(_) => Ok(c.pid()),
-                Err(e) => {
-                    let _ = c.delete(true);
-                    Err(rt_err(e))
-                }
-            }
-        });
-    let pid = match started {
-        Ok(pid) => pid,
-        Err(e) => {
+    mount_root(dir, &saved)?;
+    match runtime.create_from_spec(
+        &saved.id,
+        dir,
+        &saved.spec,
+        &CreateOptions::default(),
+        false,
+    ) {
+        Ok(created) => Ok(Created {
+            container: created.container,
+            dir: dir.to_path_buf(),
+            service: saved.service,
+        }),
+        Err(source) => {
             unmount_root(dir);
-            return Err(e);
+            Err(DeployError::Runtime {
+                container: saved.id,
+                source,
+            })
         }
-    };
-    let _ = root;
-    u32::try_from(pid)
-        .ok()
-        .and_then(ProcessRef::of)
-        .ok_or_else(|| DeployError::Config {
-            service: saved.service.clone(),
-            message: format!("container {} exited at once (pid {pid})", saved.id),
-        })
+    }
+}
+
+/// Starts the container saved in `dir` again (env start, rollback).
+pub fn relaunch(runtime: &Runtime, dir: &Path) -> Result<ProcessRef, DeployError> {
+    create_saved(runtime, dir)?.start()
 }
 
 /// The record saved in `dir`.
@@ -262,10 +285,25 @@ pub fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
+/// A `kiln exec` of `command` (through /bin/sh) in container `id`. The exec happens in a
+/// child process: joining a container's namespaces would change this process's namespaces for
+/// the threads it starts later.
+pub fn exec_command(
+    kiln_bin: &Path,
+    runtime_root: &Path,
+    id: &str,
+    command: &str,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(kiln_bin);
+    cmd.arg("--root")
+        .arg(runtime_root)
+        .args(["exec", id, "/bin/sh", "-c", command]);
+    cmd
+}
+
 /// Runs `command` (through /bin/sh) in container `id`, its output appended to the container's
-/// log, cut off after `timeout_secs`; Err holds the exit status text. The exec happens in a
-/// `kiln exec` child process: joining a container's namespaces would change this process's
-/// namespaces for the threads it starts later.
+/// log; after `timeout_secs` the command and every process it started are killed. Err says
+/// how it failed.
 pub fn run_in(
     kiln_bin: &Path,
     runtime_root: &Path,
@@ -273,33 +311,86 @@ pub fn run_in(
     command: &str,
     timeout_secs: u64,
 ) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let pid_file = dir.path().join("pid");
     let script = format!(
-        "exec >>{log} 2>&1 </dev/null\n\
-         if command -v timeout >/dev/null 2>&1; then exec timeout {timeout_secs} /bin/sh -c \"$0\"; fi\n\
-         exec /bin/sh -c \"$0\"",
+        "exec >>{log} 2>&1 </dev/null; exec /bin/sh -c \"$0\"",
         log = spec::LOG_IN_CONTAINER
     );
     let mut child = std::process::Command::new(kiln_bin)
         .arg("--root")
         .arg(runtime_root)
-        .args(["exec", id, "/bin/sh", "-c", &script, command])
+        .arg("exec")
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .args([id, "/bin/sh", "-c", &script, command])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("running {}: {e}", kiln_bin.display()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout_secs);
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() >= deadline && !timed_out => {
+                timed_out = true;
+                if let Some(pid) = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                {
+                    kill_tree(pid);
+                }
+                // No pid yet: the exec itself hangs; it goes with the kiln exec process.
+                let _ = child.kill();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("waiting for kiln exec: {e}")),
+        }
+    };
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for kiln exec: {e}"))?;
     match status.code() {
+        _ if timed_out => Err(format!("timed out after {timeout_secs} s (killed)")),
         Some(0) => Ok(()),
-        Some(124) => Err(format!("timed out after {timeout_secs} s")),
         Some(code) if err.trim().is_empty() => Err(format!("exited with status {code}")),
         Some(code) => Err(format!("exited with status {code}: {}", err.trim())),
         None => Err("killed by a signal".to_string()),
     }
+}
+
+/// SIGKILLs process `pid` and all its descendants (twice over, for those forked meanwhile).
+fn kill_tree(pid: u32) {
+    for _ in 0..2 {
+        let mut all = vec![pid];
+        let mut i = 0;
+        while i < all.len() {
+            all.extend(children(all[i]));
+            i += 1;
+        }
+        for p in all {
+            if let Some(r) = ProcessRef::of(p) {
+                r.signal(nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The child pids of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
