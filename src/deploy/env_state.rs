@@ -39,6 +39,9 @@ pub struct EnvState {
     /// The router, as started.
     #[serde(default)]
     pub router: Option<RouterInfo>,
+    /// The app the router sends requests to.
+    #[serde(default)]
+    pub routed: Option<String>,
     /// When the record was last written (seconds since the epoch).
     #[serde(default)]
     pub updated_unix: u64,
@@ -113,6 +116,14 @@ impl EnvLock {
 }
 
 impl EnvState {
+    /// The router's upstream: the routed app's port inside its namespace.
+    pub fn upstream(&self) -> Option<super::Endpoint> {
+        let svc = self.services.get(self.routed.as_ref()?)?;
+        svc.port
+            .zip(svc.netns.as_ref())
+            .map(|(p, n)| super::Endpoint::in_netns(([127, 0, 0, 1], p).into(), n))
+    }
+
     /// An empty record for `env`.
     pub fn new(env: &str) -> Self {
         Self {

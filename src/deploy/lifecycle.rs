@@ -21,14 +21,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn destroy_containers(runtime_root: &Path, record: &EnvState) -> Result<(), DeployError> {
     let runtime = Runtime::new(runtime_root);
     let dir = container::containers_dir(runtime_root, &record.env);
-    let ids: Vec<String> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    for id in ids {
+    for id in container::ids(runtime_root, &record.env) {
         container::destroy(&runtime, &dir.join(&id), &id, STOP_GRACE)?;
     }
     Ok(())
@@ -64,6 +57,11 @@ pub fn start(runtime_root: &Path, kiln_bin: &Path, env: &str) -> Result<Vec<Stri
     let _lock = EnvLock::take(runtime_root, env)?;
     let mut state = EnvState::load(runtime_root, env)?.ok_or_else(|| no_env(runtime_root, env))?;
     let runtime = Runtime::new(runtime_root);
+    container::destroy_orphans(&runtime, runtime_root, &state)?;
+    // The namespaces and links again, should they be gone (`kiln net teardown`, a reboot).
+    if let Some(record) = kiln_netns::load_record(runtime_root, env)? {
+        kiln_netns::apply(env, &record.plan, runtime_root)?;
+    }
     let mut order: Vec<String> = state.services.keys().cloned().collect();
     order.sort_by_key(|n| (state.services[n].port.is_some(), n.clone()));
     let mut started = Vec::new();
@@ -94,11 +92,7 @@ pub fn start(runtime_root: &Path, kiln_bin: &Path, env: &str) -> Result<Vec<Stri
         .router
         .as_ref()
         .map_or(([127, 0, 0, 1], 0).into(), |r| r.listen);
-    let upstream = state.services.values().find_map(|s| {
-        s.port
-            .zip(s.netns.as_ref())
-            .map(|(p, n)| Endpoint::in_netns(([127, 0, 0, 1], p).into(), n))
-    });
+    let upstream = state.upstream();
     let config = RouterConfig {
         env: env.to_string(),
         runtime_root: runtime_root.to_path_buf(),

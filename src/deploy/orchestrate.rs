@@ -255,6 +255,10 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
         retry: DEFAULT_RETRY,
     };
     let (router, fresh) = daemon::ensure(&req.kiln_bin, &router_config)?;
+    if let Some(c) = &current {
+        // Containers a killed deploy left behind would hold the new ones' ports.
+        container::destroy_orphans(&Runtime::new(root), root, c)?;
+    }
     let mut state = current.clone().unwrap_or_else(|| EnvState::new(env));
     state.project = Some(req.config.project.clone());
     state.router = Some(router.clone());
@@ -275,6 +279,8 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
         report.total_ms = ms(begin.elapsed());
         return Ok(report);
     }
+    // If this process dies, the router releases the requests it holds for it.
+    ctl.lease()?;
     let runtime = Runtime::new(root);
     let mut progress = Progress {
         stopped: BTreeMap::new(),
@@ -459,6 +465,7 @@ fn swap(
         );
         ctl.switch(&ep)?;
     }
+    state.routed = routed(&req.config).map(|(app, _)| app);
     ctl.release()?;
     clock.lap("switch and release");
     Ok(())

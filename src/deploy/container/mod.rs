@@ -268,6 +268,42 @@ pub fn destroy(
     }
 }
 
+/// The ids of every container directory of `env`.
+pub fn ids(runtime_root: &Path, env: &str) -> Vec<String> {
+    match std::fs::read_dir(containers_dir(runtime_root, env)) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Destroys the containers of the environment's directory that its record does not name:
+/// those a deploy killed half-way created or started.
+pub fn destroy_orphans(
+    runtime: &Runtime,
+    runtime_root: &Path,
+    record: &super::env_state::EnvState,
+) -> Result<Vec<String>, DeployError> {
+    let dir = containers_dir(runtime_root, &record.env);
+    let known: Vec<&str> = record
+        .services
+        .values()
+        .filter_map(|s| s.container_id.as_deref())
+        .collect();
+    let mut orphans = ids(runtime_root, &record.env);
+    orphans.retain(|id| !known.contains(&id.as_str()));
+    for id in &orphans {
+        tracing::warn!(
+            "container {id} is not in the record of {}: destroying it",
+            record.env
+        );
+        destroy(runtime, &dir.join(id), id, Duration::from_secs(2))?;
+    }
+    Ok(orphans)
+}
+
 /// The last lines of `log` written after byte `from`.
 pub fn tail_since(log: &Path, from: u64) -> String {
     let mut text = String::new();

@@ -69,6 +69,11 @@ impl RouterClient {
         self.send(&Command::Switch(upstream.clone())).map(drop)
     }
 
+    /// Ties holds to this connection: the router releases them if it closes unreleased.
+    pub fn lease(&mut self) -> Result<(), DeployError> {
+        self.send(&Command::Lease).map(drop)
+    }
+
     /// Lets held requests through; returns how many were waiting.
     pub fn release(&mut self) -> Result<u64, DeployError> {
         Ok(self.send(&Command::Release)?.released.unwrap_or(0))

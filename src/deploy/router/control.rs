@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -18,8 +19,20 @@ pub fn serve(listener: UnixListener, shared: Arc<Shared>, stop: Sender<()>) {
     }
 }
 
-/// Answers the commands of one connection.
+/// Numbers control connections, for leases.
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+
+/// Answers the commands of one connection; when it ends, a hold it leased is released.
 fn session(conn: UnixStream, shared: &Shared, stop: &Sender<()>) {
+    let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
+    commands(conn, id, shared, stop);
+    if shared.gate.end_lease(id) {
+        tracing::warn!("control connection {id} closed while holding requests: released them");
+    }
+}
+
+/// Answers the commands of connection `id` until it closes.
+fn commands(conn: UnixStream, id: u64, shared: &Shared, stop: &Sender<()>) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
@@ -29,7 +42,7 @@ fn session(conn: UnixStream, shared: &Shared, stop: &Sender<()>) {
             continue;
         }
         let (reply, stopping) = match Command::parse(&line) {
-            Ok(cmd) => (answer(shared, &cmd), cmd == Command::Stop),
+            Ok(cmd) => (answer(shared, id, &cmd), cmd == Command::Stop),
             Err(e) => (Reply::error(e), false),
         };
         let mut text = serde_json::to_vec(&reply).unwrap_or_else(|e| {
@@ -49,13 +62,14 @@ fn session(conn: UnixStream, shared: &Shared, stop: &Sender<()>) {
 }
 
 /// Does what a command says and builds the reply.
-fn answer(shared: &Shared, cmd: &Command) -> Reply {
+fn answer(shared: &Shared, session: u64, cmd: &Command) -> Reply {
     let gate = &shared.gate;
     let mut reply = Reply::ok(shared.status());
     match cmd {
         Command::Hold(drain) => reply.drained = Some(gate.hold(*drain)),
         Command::Switch(endpoint) => gate.switch(endpoint.clone()),
         Command::Release => reply.released = Some(gate.release()),
+        Command::Lease => gate.lease(session),
         Command::Status | Command::Stop => {}
     }
     reply.status = Some(shared.status());

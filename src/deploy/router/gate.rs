@@ -57,6 +57,8 @@ pub enum Outcome {
 struct State {
     upstream: Option<Arc<Upstream>>,
     held_since: Option<Instant>,
+    /// The control connection whose end releases the current hold.
+    lease: Option<u64>,
     status: GateStatus,
 }
 
@@ -167,6 +169,28 @@ impl Gate {
         s.upstream = Some(Arc::new(Upstream::new(endpoint)));
     }
 
+    /// Ties the current hold (or the next, until a release) to `session`.
+    pub fn lease(&self, session: u64) {
+        self.lock().lease = Some(session);
+    }
+
+    /// Ends `session`'s lease: opens the gate if `session` still holds it; returns whether it
+    /// did.
+    pub fn end_lease(&self, session: u64) -> bool {
+        let held = {
+            let mut s = self.lock();
+            if s.lease != Some(session) {
+                return false;
+            }
+            s.lease = None;
+            s.status.held
+        };
+        held && {
+            self.release();
+            true
+        }
+    }
+
     /// Opens the gate; returns how many requests were waiting.
     pub fn release(&self) -> u64 {
         let mut s = self.lock();
@@ -174,6 +198,7 @@ impl Gate {
             s.status.last_hold_ms = Some(ms(since.elapsed()));
         }
         s.status.held = false;
+        s.lease = None;
         self.changed.notify_all();
         s.status.waiting
     }
@@ -252,6 +277,29 @@ mod tests {
                 "drained once the ticket ended"
             );
         });
+    }
+
+    #[test]
+    fn a_lease_releases_its_hold_when_it_ends_and_only_its_own() {
+        let gate = Gate::new(Some(endpoint(1)), true);
+        gate.lease(1);
+        assert!(gate.end_lease(1), "the dead session's hold is released");
+        assert!(!gate.status().held);
+        assert!(!gate.end_lease(1), "a lease ends once");
+        // A release ends the lease: a manual hold afterwards is not the session's.
+        gate.lease(4);
+        gate.release();
+        assert!(gate.hold(Duration::from_secs(1)));
+        assert!(!gate.end_lease(4));
+        gate.release();
+        // A later deploy's hold outlives an earlier session ending late.
+        gate.lease(2);
+        gate.lease(3);
+        assert!(gate.hold(Duration::from_secs(1)));
+        assert!(!gate.end_lease(2));
+        assert!(gate.status().held);
+        assert!(gate.end_lease(3));
+        assert!(!gate.status().held);
     }
 
     #[test]

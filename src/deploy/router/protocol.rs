@@ -4,6 +4,7 @@
 //! hold [TIMEOUT_MS]   hold new requests; answer once those in flight finished (drained)
 //! switch ENDPOINT     send requests admitted from now on to IP:PORT[@NETNS_PATH]
 //! release             let held requests through
+//! lease               the hold this connection makes (or finds) ends when it closes
 //! status              counters
 //! stop                end the router
 //! ```
@@ -28,6 +29,9 @@ pub enum Command {
     Switch(Endpoint),
     /// Let held requests through.
     Release,
+    /// Tie the hold to this connection: released when the connection closes unreleased (a
+    /// deploy that dies does not leave requests waiting forever).
+    Lease,
     /// Report counters.
     Status,
     /// End the router.
@@ -52,11 +56,12 @@ impl Command {
             ("switch", Some(e)) => e.parse().map(Self::Switch).map_err(|e| e.to_string()),
             ("switch", None) => Err("switch needs an upstream: IP:PORT[@NETNS_PATH]".into()),
             ("release", None) => Ok(Self::Release),
+            ("lease", None) => Ok(Self::Lease),
             ("status", None) => Ok(Self::Status),
             ("stop", None) => Ok(Self::Stop),
-            ("release" | "status" | "stop", Some(_)) => Err(format!("{verb} takes no argument")),
+            ("release" | "lease" | "status" | "stop", Some(_)) => Err(format!("{verb} takes no argument")),
             _ => Err(format!(
-                "unknown command {verb:?} (hold [MS], switch UPSTREAM, release, status, stop)"
+                "unknown command {verb:?} (hold [MS], switch UPSTREAM, release, lease, status, stop)"
             )),
         }
     }
@@ -67,6 +72,7 @@ impl Command {
             Self::Hold(d) => format!("hold {}", d.as_millis()),
             Self::Switch(e) => format!("switch {e}"),
             Self::Release => "release".into(),
+            Self::Lease => "lease".into(),
             Self::Status => "status".into(),
             Self::Stop => "stop".into(),
         }
