@@ -2,8 +2,9 @@
 //! redis vendor images: the page proves redis was reached through the relationship and the
 //! deploy hook ran; a redeploy of the same commit replaces nothing; a v2 commit swaps under 8
 //! concurrent clients with no failed request; a failing hook rolls back; volumes survive and are
-//! cloned for a child environment; an app without the relationship cannot reach redis; destroy
-//! leaves nothing behind.
+//! cloned for a child environment; an app without the relationship cannot reach redis; a hook
+//! over its time limit is killed; a killed deploy frees the requests it held and the next one
+//! converges; destroy leaves nothing behind.
 
 mod common;
 
@@ -98,6 +99,29 @@ fn vendor(sb: &Sandbox, name: &str) {
     assert!(out.status.success(), "vendor build {name}: {out:?}");
 }
 
+/// Pids whose command line contains `needle`.
+fn processes_running(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Whether the router of `env` holds requests now.
+fn router_held(sb: &Sandbox, env: &str) -> bool {
+    kiln::deploy::router::client::RouterClient::connect(&sb.root(), env)
+        .and_then(|mut c| c.status())
+        .expect("router status")
+        .gate
+        .held
+}
+
 /// Each client's runs of answers: (first word, how many in a row).
 type Runs = Vec<Vec<(String, u64)>>;
 
@@ -187,12 +211,23 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
     std::fs::write(repo.join("web/VERSION"), "v2\n").expect("write");
     commit_file(&repo, "kiln.toml", &toml.replace("\"v1\"", "\"v2\""), "v2");
+    let mut swap = String::new();
     let (ok, failed, longest, runs, errors) = under_load(addr, || {
-        sb.ok(&["deploy", &repo_s, "--env", &env]);
+        swap = sb.ok(&["deploy", &repo_s, "--env", &env, "--json"]);
     });
+    let swap: Value = serde_json::from_str(&swap).expect("json");
+    let hold_ms = swap["hold_ms"].as_f64().expect("hold_ms");
     eprintln!(
-        "swap v1→v2 under 8 clients: {ok} requests ok, {failed} failed, longest wait {:.1} ms",
-        longest.as_secs_f64() * 1000.0
+        "swap v1→v2 under 8 clients: {ok} requests ok, {failed} failed, longest wait {:.1} ms, \
+         hold window {hold_ms:.1} ms, steps {}",
+        longest.as_secs_f64() * 1000.0,
+        swap["steps"]
+    );
+    assert!(hold_ms > 0.0, "the swap held requests: {swap}");
+    assert_eq!(
+        swap["changes"]["replace"],
+        serde_json::json!(["probe", "web"]),
+        "{swap}"
     );
     assert_eq!(failed, 0, "no request fails during the swap: {errors:?}");
     for r in &runs {
@@ -238,9 +273,83 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
         "no request fails during the rollback: {errors:?}"
     );
     assert!(get(addr).starts_with("v2 from shop v2"));
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+
+    // A hook over its time limit is killed, with every process it started; the deploy rolls
+    // back naming the limit.
+    let v2_toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
+    let sleeper = |secs: u32, extra: &str| {
+        v2_toml.replace(
+            "hook = \"python3 migrate.py\"",
+            &format!("hook = \"python3 -c 'import time; time.sleep({secs})'\"{extra}"),
+        )
+    };
+    commit_file(
+        &repo,
+        "kiln.toml",
+        &sleeper(31, "\ntimeout = 1"),
+        "v3 slow hook",
+    );
+    let slow = sb.run(&["deploy", &repo_s, "--env", &env]);
+    let err = String::from_utf8_lossy(&slow.stderr);
+    assert!(
+        !slow.status.success(),
+        "a hook over its limit fails the deploy"
+    );
+    assert!(err.contains("timed out after 1 s"), "{err}");
+    assert!(
+        processes_running("time.sleep(31)").is_empty(),
+        "the hook was killed"
+    );
+    assert!(get(addr).starts_with("v2 from shop v2"));
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+
+    // A deploy killed while it holds requests: the router lets them through (to the new
+    // container, which answers on the same port of the same namespace), none fails; the next
+    // deploy removes what the killed one left and converges.
+    commit_file(&repo, "kiln.toml", &sleeper(32, ""), "v3 hook that hangs");
+    let mut killed = None;
+    let (ok, failed, _, _, errors) = under_load(addr, || {
+        let mut child = sb
+            .kiln()
+            .args(["deploy", &repo_s, "--env", &env])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn deploy");
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while processes_running("time.sleep(32)").is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(router_held(&sb, &env), "held while the hook runs");
+        child.kill().expect("kill -9 the deploy");
+        let _ = child.wait();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while router_held(&sb, &env) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        killed = Some(!router_held(&sb, &env));
+    });
+    assert_eq!(
+        killed,
+        Some(true),
+        "the router released when the deploy died"
+    );
+    assert_eq!(failed, 0, "no request fails when a deploy dies: {errors:?}");
+    assert!(ok > 0);
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    sb.ok(&["deploy", &repo_s, "--env", &env]);
+    assert!(
+        processes_running("time.sleep(32)").is_empty(),
+        "the orphan went"
+    );
+    let containers = std::fs::read_dir(sb.root().join("envs").join(&env).join("containers"))
+        .expect("containers")
+        .count();
+    assert_eq!(containers, 3, "one container per service, no orphan");
+    assert!(get(addr).starts_with("v2 from shop v2"));
 
     // A child environment sees the parent's data; later writes stay apart.
-    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
     sb.ok(&["deploy", &repo_s, "--env", &child, "--parent", &env]);
     let child_addr = router(&sb, &child);
     let c1 = visits(&get(child_addr));
@@ -256,8 +365,31 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     let router_pid = status(&sb, &env)["record"]["router"]["process"]["pid"]
         .as_u64()
         .expect("router pid");
+    let netns: Vec<u64> = [&env, &child]
+        .iter()
+        .flat_map(|e| {
+            ["cache", "probe", "web"].map(|s| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(sb.root().join("netns").join(e).join(s))
+                    .expect("netns file")
+                    .ino()
+            })
+        })
+        .collect();
     sb.ok(&["env", "destroy", &env]);
     sb.ok(&["env", "destroy", &child]);
+    // A namespace lives while a mount or a process holds it; its veth ends go with it.
+    let held: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path().join("ns/net")).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| netns.iter().any(|i| *l == format!("net:[{i}]")))
+        .collect();
+    assert!(
+        held.is_empty(),
+        "no process in the env's namespaces: {held:?}"
+    );
     for pid in [web_pid, router_pid] {
         // Gone, or a zombie waiting for a reaper that is not ours.
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -273,6 +405,10 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let root = sb.root().to_string_lossy().to_string();
     assert!(!mounts.contains(&root), "no mount left under {root}");
+    assert!(
+        !netns.iter().any(|i| mounts.contains(&format!("net:[{i}]"))),
+        "no netns mount left anywhere"
+    );
     let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/freezer")
         .expect("freezer")
         .filter_map(|e| e.ok())

@@ -37,6 +37,15 @@ fn the_reference_config_parses_into_typed_services() {
     assert_eq!(app.source, "web");
     assert_eq!(app.build.flavor, Flavor::Pip);
     assert_eq!(app.deploy.post, ["python3 warm_cache.py"]);
+    assert_eq!(
+        (
+            app.deploy.health.as_deref(),
+            app.deploy.health_timeout_secs,
+            app.deploy.stop_grace_secs
+        ),
+        (None, 30, 10),
+        "deploy defaults"
+    );
     assert_eq!(web.mounts["/app/data"].size_bytes, 256 << 20);
     let cache = &web.relationships["cache"];
     assert_eq!(
@@ -46,6 +55,18 @@ fn the_reference_config_parses_into_typed_services() {
     assert_eq!((cache.port, cache.scheme.as_str()), (6379, "redis"));
     assert_eq!(project.services["cache"].image(), Some("redis"));
     assert_eq!(web.endpoints["http"].port, 8000);
+}
+
+#[test]
+fn deploy_health_and_grace_settings_parse() {
+    let text = VALID.replace(
+        "post = [",
+        "health = \"python3 -c 'import sys'\"\nhealth_timeout = 5\nstop_grace = 0\npost = [",
+    );
+    let project = config::parse("kiln.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let deploy = &project.services["web"].app().expect("app").deploy;
+    assert_eq!(deploy.health.as_deref(), Some("python3 -c 'import sys'"));
+    assert_eq!((deploy.health_timeout_secs, deploy.stop_grace_secs), (5, 0));
 }
 
 #[test]
@@ -241,6 +262,20 @@ fn invalid_cases() -> Vec<Case> {
             18,
             "services.web.deploy.pots",
             "unknown field",
+        ),
+        case(
+            "zero health timeout",
+            edit("post = [", "health_timeout = 0\npost = ["),
+            18,
+            "services.web.deploy.health_timeout",
+            "at least 1 second",
+        ),
+        case(
+            "empty health command",
+            edit("post = [", "health = \" \"\npost = ["),
+            18,
+            "services.web.deploy.health",
+            "must not be empty",
         ),
         case(
             "missing project",

@@ -413,10 +413,11 @@ fn swap(
     clock.lap("start new services");
     // 3. Hold, then stop the old containers of changed and removed services.
     if !progress.held {
-        ctl.hold(DRAIN)?;
-        progress.held = true;
-        clock.held = true;
+        // The window starts with the hold: requests arriving while in-flight ones drain wait.
         *held_at = Some(Instant::now());
+        clock.held = true;
+        progress.held = true;
+        ctl.hold(DRAIN)?;
         clock.lap("hold (drain)");
     }
     let old: Vec<(String, ServiceState)> = changes
