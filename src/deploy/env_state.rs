@@ -42,6 +42,9 @@ pub struct EnvState {
     /// The app the router sends requests to.
     #[serde(default)]
     pub routed: Option<String>,
+    /// The network plan applied (to set the namespaces up again should they be gone).
+    #[serde(default)]
+    pub network: Option<kiln_netns::Plan>,
     /// When the record was last written (seconds since the epoch).
     #[serde(default)]
     pub updated_unix: u64,

@@ -59,8 +59,11 @@ pub fn start(runtime_root: &Path, kiln_bin: &Path, env: &str) -> Result<Vec<Stri
     let runtime = Runtime::new(runtime_root);
     container::destroy_orphans(&runtime, runtime_root, &state)?;
     // The namespaces and links again, should they be gone (`kiln net teardown`, a reboot).
-    if let Some(record) = kiln_netns::load_record(runtime_root, env)? {
-        kiln_netns::apply(env, &record.plan, runtime_root)?;
+    let plan = kiln_netns::load_record(runtime_root, env)?
+        .map(|r| r.plan)
+        .or_else(|| state.network.clone());
+    if let Some(plan) = plan {
+        kiln_netns::apply(env, &plan, runtime_root)?;
     }
     let mut order: Vec<String> = state.services.keys().cloned().collect();
     order.sort_by_key(|n| (state.services[n].port.is_some(), n.clone()));

@@ -467,6 +467,7 @@ fn swap(
         ctl.switch(&ep)?;
     }
     state.routed = routed(&req.config).map(|(app, _)| app);
+    state.network = Some(plan);
     ctl.release()?;
     clock.lap("switch and release");
     Ok(())
