@@ -15,6 +15,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use super::kiln_bin;
+use super::project::{commit, make_repo};
 use crate::report::{median, Params, Report};
 
 /// Runs the scenario.
@@ -24,10 +26,7 @@ pub fn run(params: &Params) -> Result<Report> {
     let project = PathBuf::from(params.str("project", "examples/shop"));
     let default_bases = std::env::var("KILN_STORE").unwrap_or_else(|_| "/var/lib/kiln".into());
     let bases = PathBuf::from(params.str("bases", &default_bases));
-    let kiln = match params.str("kiln", "") {
-        "" => sibling_kiln()?,
-        k => PathBuf::from(k),
-    };
+    let kiln = kiln_bin::locate(params)?;
     let work = std::env::temp_dir().join(format!("kiln-bench-build-{}", std::process::id()));
     let mut report = Report::new("build");
     report
@@ -61,19 +60,6 @@ struct Setup<'a> {
     bases: &'a Path,
     project: &'a Path,
     work: &'a Path,
-}
-
-/// The `kiln` binary next to the running bench binary (both in target/<profile>/).
-fn sibling_kiln() -> Result<PathBuf> {
-    let me = std::env::current_exe().context("locating the bench binary")?;
-    let k = me.with_file_name("kiln");
-    if !k.exists() {
-        bail!(
-            "no kiln binary at {} (build it, or pass --set kiln=PATH)",
-            k.display()
-        );
-    }
-    Ok(k)
 }
 
 fn measure(
@@ -150,45 +136,6 @@ fn measure(
         }
     }
     Ok(())
-}
-
-/// A git repository holding a copy of the project folder, one commit.
-fn make_repo(project: &Path, repo: &Path) -> Result<()> {
-    std::fs::create_dir_all(repo)?;
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", project.display()))
-        .arg(repo)
-        .status()?;
-    if !status.success() {
-        bail!("copying {} failed", project.display());
-    }
-    git(repo, &["init", "-q", "-b", "main"])?;
-    commit(repo, "bench")
-}
-
-fn git(repo: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(repo)
-        .env("GIT_AUTHOR_NAME", "bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-        .env("GIT_COMMITTER_NAME", "bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!(
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn commit(repo: &Path, msg: &str) -> Result<()> {
-    git(repo, &["add", "-A"])?;
-    git(repo, &["commit", "-q", "-m", msg])
 }
 
 /// A code-only change: a new file in the app's folder (`web/` for examples/shop).

@@ -1,10 +1,12 @@
-//! The benchmark scenarios: one module each, listed in `ALL`.
+//! The benchmark scenarios: one module each, listed in `ALL`, and the helpers they share.
 
 mod build;
 mod deploy;
+mod kiln_bin;
 mod layer;
 mod lifecycle;
 mod net;
+mod project;
 mod unpack;
 
 use anyhow::Result;

@@ -1,94 +1,55 @@
-//! `deploy`: the zero-downtime swap, measured with the router alone for now (the full
-//! `kiln deploy` joins when the runtime and builder land).
-//!
-//! Two namespaces (v1, v2) each run a tiny HTTP app; a detached router (`kiln router`) fronts
-//! them. Rows: router start; throughput of 8 keep-alive clients through the router next to
-//! the same clients straight into the app's namespace; and swaps under that load (hold →
-//! `work_ms` of simulated deploy work → switch → release): hold command time (drain), hold
-//! window, longest client wait, requests served and failed.
-//!
-//! Knobs: `reps` (swaps, default 7), `clients` (8), `measure_ms` (throughput runs, 1000),
-//! `warm_ms` (load before and after each swap, 200), `work_ms` (deploy work while held, 0),
-//! `kiln` (the kiln binary; default: beside this one).
+//! The router alone: two namespaces (v1, v2) each run a tiny HTTP app and a detached router
+//! (`kiln router`) fronts them. Rows: router start; throughput of keep-alive clients through the
+//! router next to the same clients straight into the app's namespace; and swaps under that load
+//! (hold → `work_ms` of simulated deploy work → switch → release): hold command time (drain),
+//! hold window, longest client wait, requests served and failed.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use kiln::deploy::loadgen::{self, LoadResult, NameApp};
+use anyhow::{Context, Result};
+use kiln::deploy::loadgen::NameApp;
 use kiln::deploy::router::client::RouterClient;
 use kiln::deploy::router::{daemon, RouterConfig, DEFAULT_RETRY};
 use kiln::deploy::Endpoint;
 use kiln_netns::{Plan, Pool, Topology};
 
-use crate::report::{median, Params, Report};
+use super::load::{sum, under_load};
+use super::Knobs;
+use crate::report::{median, ms, Report};
 
 /// The app port inside each namespace.
 const APP_PORT: u16 = 8000;
 
-/// Knobs of one run.
-struct Knobs {
-    reps: usize,
-    clients: usize,
-    measure: Duration,
-    warm: Duration,
-    work: Duration,
-}
-
-/// Runs the scenario.
-pub fn run(params: &Params) -> Result<Report> {
-    let knobs = Knobs {
-        reps: params.num("reps", 7)?,
-        clients: params.num("clients", 8)?,
-        measure: Duration::from_millis(params.num("measure_ms", 1000)?),
-        warm: Duration::from_millis(params.num("warm_ms", 200)?),
-        work: Duration::from_millis(params.num("work_ms", 0)?),
-    };
-    let kiln = match params.str("kiln", "") {
-        "" => std::env::current_exe()?
-            .parent()
-            .context("bench binary has no folder")?
-            .join("kiln"),
-        path => PathBuf::from(path),
-    };
-    if !kiln.exists() {
-        bail!(
-            "no kiln binary at {} (build it: cargo build --release -p kiln, or --set kiln=PATH)",
-            kiln.display()
-        );
-    }
+/// Measures the router alone; leaves no router, namespace or folder behind.
+pub fn measure(report: &mut Report, kiln: &Path, k: &Knobs) -> Result<()> {
     let root = std::env::temp_dir().join(format!("kiln-bench-deploy-{}", std::process::id()));
     let env = format!("bench{}", std::process::id());
-    let mut report = Report::new("deploy");
-    report
-        .context
-        .insert("kiln".into(), kiln.display().to_string());
     report.context.insert(
-        "setup".into(),
+        "router setup".into(),
         format!(
-            "{} keep-alive clients; apps in 2 netns; router alone (no containers yet); \
+            "{} keep-alive clients; name apps in 2 netns; router alone; \
              {} ms simulated deploy work while held",
-            knobs.clients,
-            knobs.work.as_millis()
+            k.clients,
+            k.work.as_millis()
         ),
     );
-    report.context.insert(
-        "reps".into(),
-        format!("{} swaps (medians reported)", knobs.reps),
-    );
-    let result = measure(&mut report, &kiln, &root, &env, &knobs);
+    let result = router_and_apps(report, kiln, &root, &env, k);
     // Best effort: a failed run must not leave its router, namespaces or folder behind.
     let _ = daemon::stop(&root, &env, Duration::from_secs(5));
     let _ = kiln_netns::teardown(&env, &root);
     let _ = std::fs::remove_dir_all(&root);
-    result?;
-    Ok(report)
+    result
 }
 
 /// Sets up the apps and the router, then measures.
-fn measure(report: &mut Report, kiln: &Path, root: &Path, env: &str, k: &Knobs) -> Result<()> {
+fn router_and_apps(
+    report: &mut Report,
+    kiln: &Path,
+    root: &Path,
+    env: &str,
+    k: &Knobs,
+) -> Result<()> {
     let topology = Topology {
         services: vec!["v1".into(), "v2".into()],
         edges: vec![],
@@ -198,49 +159,4 @@ fn swaps(
         median(&mut window_ms),
     );
     Ok(())
-}
-
-/// Runs clients for `before`, calls `during`, runs them `after` more; their results and the
-/// whole time.
-fn under_load(
-    target: &Endpoint,
-    clients: usize,
-    before: Duration,
-    after: Duration,
-    during: impl FnOnce() -> Result<(), kiln::deploy::DeployError>,
-) -> Result<(Vec<LoadResult>, Duration)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let t = Instant::now();
-    let handles = loadgen::load(target, clients, &stop);
-    std::thread::sleep(before);
-    let outcome = during();
-    std::thread::sleep(after);
-    stop.store(true, Ordering::Relaxed);
-    let results = handles
-        .into_iter()
-        .map(|h| {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("load client panicked"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let took = t.elapsed();
-    outcome?;
-    Ok((results, took))
-}
-
-/// All clients' results added up (longest is the max).
-fn sum(results: &[LoadResult]) -> LoadResult {
-    let mut all = LoadResult::default();
-    for r in results {
-        all.ok += r.ok;
-        all.failed += r.failed;
-        all.total += r.total;
-        all.longest = all.longest.max(r.longest);
-    }
-    all
-}
-
-/// A duration in milliseconds.
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
