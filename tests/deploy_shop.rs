@@ -349,6 +349,13 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     assert_eq!(containers, 3, "one container per service, no orphan");
     assert!(get(addr).starts_with("v2 from shop v2"));
 
+    // The environment stops and starts again, even with its namespaces gone meanwhile.
+    sb.ok(&["env", "stop", &env]);
+    sb.ok(&["net", "teardown", "--env", &env]);
+    sb.ok(&["env", "start", &env]);
+    let addr = router(&sb, &env);
+    assert!(get(addr).starts_with("v2 from shop v2"));
+
     // A child environment sees the parent's data; later writes stay apart.
     sb.ok(&["deploy", &repo_s, "--env", &child, "--parent", &env]);
     let child_addr = router(&sb, &child);
