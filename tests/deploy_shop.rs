@@ -75,11 +75,12 @@ fn commit_file(repo: &Path, file: &str, text: &str, msg: &str) {
 fn shop_repo(sb: &Sandbox) -> PathBuf {
     let repo = copy_example(sb.dir.path(), "shop");
     // The greeting names the version (the load clients tell v1 from v2 by the first word), and
-    // a second app `probe` has no relationship to redis.
+    // a second app `probe` has no relationship to redis (and no port: a command is its health).
     let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
     let toml = toml.replace("GREETING = \"hello\"", "GREETING = \"v1\"")
         + "\n[services.probe]\nbase = \"python\"\nsource = \"web\"\n\
-           start = \"python3 -c 'import time; time.sleep(100000)'\"\n";
+           start = \"python3 -c 'import time; time.sleep(100000)'\"\n\
+           [services.probe.deploy]\nhealth = \"test -e /app/server.py\"\n";
     std::fs::write(repo.join("kiln.toml"), toml).expect("write");
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "-A"]);
@@ -300,6 +301,31 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     assert!(
         processes_running("time.sleep(31)").is_empty(),
         "the hook was killed"
+    );
+    assert!(get(addr).starts_with("v2 from shop v2"));
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+
+    // A health command that never passes fails the deploy after its timeout, naming it.
+    commit_file(
+        &repo,
+        "kiln.toml",
+        &v2_toml.replace(
+            "health = \"test -e /app/server.py\"",
+            "health = \"test -e /app/missing\"\nhealth_timeout = 1",
+        ),
+        "v3 unhealthy probe",
+    );
+    let sick = sb.run(&["deploy", &repo_s, "--env", &env]);
+    let err = String::from_utf8_lossy(&sick.stderr);
+    assert!(
+        !sick.status.success(),
+        "an unhealthy service fails the deploy"
+    );
+    assert!(
+        err.contains("probe")
+            && err.contains("health check")
+            && err.contains("test -e /app/missing"),
+        "{err}"
     );
     assert!(get(addr).starts_with("v2 from shop v2"));
     git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
