@@ -80,6 +80,49 @@ pub struct ServiceState {
     /// Its mounts.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// How to tell it is ready (deploy, rollback and env start wait for it).
+    #[serde(default)]
+    pub health: HealthCheck,
+}
+
+/// What makes a service healthy: its command exits 0, or else every port answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// The declared health command, run in the container.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The ports it answers on inside its namespace.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Seconds it gets.
+    #[serde(default = "default_health_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_health_timeout() -> u64 {
+    kiln_builder::config::DEFAULT_HEALTH_TIMEOUT_SECS
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            command: None,
+            ports: Vec::new(),
+            timeout_secs: default_health_timeout(),
+        }
+    }
+}
+
+impl ServiceState {
+    /// Its health check (a record without one: its app port, if any).
+    pub fn health_check(&self) -> HealthCheck {
+        let mut check = self.health.clone();
+        if check.command.is_none() && check.ports.is_empty() {
+            check.ports.extend(self.port);
+        }
+        check
+    }
 }
 
 /// A volume mounted into a service's container.

@@ -1,10 +1,13 @@
 //! Health checks: the app's port accepts a connection inside its network namespace, or a
 //! health command exits 0, within a timeout.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::container;
 use super::endpoint::Endpoint;
+use super::env_state::HealthCheck;
 use super::error::DeployError;
 
 /// Pause between attempts.
@@ -13,6 +16,27 @@ const PAUSE: Duration = Duration::from_millis(10);
 const TIMED_OUT: &str = "timed out";
 /// Longest single connect attempt.
 const ATTEMPT: Duration = Duration::from_millis(500);
+
+/// Waits until container `id` passes `check`: its command (run by `kiln exec`) exits 0, or
+/// else every port accepts a connection inside `netns`.
+pub fn wait(
+    kiln_bin: &Path,
+    runtime_root: &Path,
+    id: &str,
+    netns: &Path,
+    check: &HealthCheck,
+) -> Result<(), DeployError> {
+    let timeout = Duration::from_secs(check.timeout_secs);
+    if let Some(command) = &check.command {
+        let mut make = || container::exec_command(kiln_bin, runtime_root, id, command);
+        return wait_command(command, &mut make, timeout).map(drop);
+    }
+    for port in &check.ports {
+        let ep = Endpoint::in_netns(([127, 0, 0, 1], *port).into(), netns);
+        wait_port(&ep, timeout)?;
+    }
+    Ok(())
+}
 
 /// Waits until `endpoint` accepts a TCP connection (from inside its namespace); returns how
 /// long that took.

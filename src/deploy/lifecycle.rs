@@ -9,13 +9,10 @@ use kiln_runtime::Runtime;
 use super::container;
 use super::env_state::{EnvLock, EnvState};
 use super::error::DeployError;
+use super::health;
 use super::orchestrate::STOP_GRACE;
 use super::router::client::RouterClient;
 use super::router::{daemon, RouterConfig, DEFAULT_RETRY};
-use super::{health, Endpoint};
-
-/// How long a started container gets to answer on its port.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Stops and deletes every container of the record (for `destroy`).
 pub fn destroy_containers(runtime_root: &Path, record: &EnvState) -> Result<(), DeployError> {
@@ -84,12 +81,8 @@ pub fn start(runtime_root: &Path, kiln_bin: &Path, env: &str) -> Result<Vec<Stri
         container::stop(&runtime, &dir, &id, Duration::from_secs(1))?;
         svc.process = Some(container::relaunch(&runtime, &dir)?);
         started.push(name.clone());
-        if let (Some(port), Some(netns)) = (svc.port, &svc.netns) {
-            health::wait_port(
-                &Endpoint::in_netns(([127, 0, 0, 1], port).into(), netns),
-                HEALTH_TIMEOUT,
-            )?;
-        }
+        let netns = kiln_netns::netns_path(runtime_root, env, name);
+        health::wait(kiln_bin, runtime_root, &id, &netns, &svc.health_check())?;
     }
     let listen = state
         .router

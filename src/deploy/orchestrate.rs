@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::changes::{changes, Changes, Desired};
 use super::container::{self, spec, Saved};
-use super::env_state::{EnvLock, EnvState, ServiceState, VolumeMount};
+use super::env_state::{EnvLock, EnvState, HealthCheck, ServiceState, VolumeMount};
 use super::error::DeployError;
 use super::router::client::RouterClient;
 use super::router::{daemon, RouterConfig, DEFAULT_RETRY};
@@ -607,43 +607,23 @@ fn run_new(
             );
         }
         for name in &group {
-            healthy(req, name, wants[*name].service, state)?;
+            healthy(req, name, state)?;
         }
     }
     Ok(())
 }
 
-/// Waits until service `name`'s new container is healthy: its health command exits 0, or
-/// every port it declares answers inside its namespace.
-fn healthy(
-    req: &DeployRequest,
-    name: &str,
-    svc: &Service,
-    state: &EnvState,
-) -> Result<(), DeployError> {
-    let root = &req.runtime_root;
-    let settings = deploy_settings(svc);
-    let timeout = Duration::from_secs(settings.health_timeout_secs);
-    let failed = |e: DeployError| step_err(req, name, "health check", e.to_string(), 0);
-    if let Some(command) = &settings.health {
-        let id = state.services[name]
-            .container_id
-            .clone()
-            .unwrap_or_default();
-        health::wait_command(
-            command,
-            &mut || container::exec_command(&req.kiln_bin, root, &id, command),
-            timeout,
-        )
-        .map_err(failed)?;
-        return Ok(());
-    }
-    let netns = kiln_netns::netns_path(root, &req.env, name);
-    for port in ports(svc) {
-        let ep = Endpoint::in_netns(([127, 0, 0, 1], port).into(), &netns);
-        health::wait_port(&ep, timeout).map_err(failed)?;
-    }
-    Ok(())
+/// Waits until service `name`'s new container is healthy.
+fn healthy(req: &DeployRequest, name: &str, state: &EnvState) -> Result<(), DeployError> {
+    let svc = &state.services[name];
+    health::wait(
+        &req.kiln_bin,
+        &req.runtime_root,
+        svc.container_id.as_deref().unwrap_or_default(),
+        &kiln_netns::netns_path(&req.runtime_root, &req.env, name),
+        &svc.health_check(),
+    )
+    .map_err(|e| step_err(req, name, "health check", e.to_string(), 0))
 }
 
 /// The store's root directory.
@@ -797,6 +777,7 @@ fn prepare(
         points,
     };
     let links = plan.relationships(name).map_err(|e| bad(e.to_string()))?;
+    let settings = deploy_settings(w.service);
     let record = ServiceState {
         image: w.image.clone(),
         digest: w.digest.to_string(),
@@ -807,6 +788,11 @@ fn prepare(
         port: w.service.app().and_then(|a| a.port),
         links,
         volumes: records,
+        health: HealthCheck {
+            command: settings.health.clone(),
+            ports: ports(w.service),
+            timeout_secs: settings.health_timeout_secs,
+        },
     };
     Ok((saved, record))
 }
@@ -851,17 +837,10 @@ fn rollback(
         // The old containers' links, in case the new plan dropped some.
         let _ = kiln_netns::apply(env, union, root);
     }
-    let timeout = Duration::from_secs(kiln_builder::config::DEFAULT_HEALTH_TIMEOUT_SECS);
     for (name, svc) in &state.services {
-        if !progress.stopped.contains_key(name) {
-            continue;
-        }
-        if let Some(port) = svc.port {
-            let ep = Endpoint::in_netns(
-                ([127, 0, 0, 1], port).into(),
-                &kiln_netns::netns_path(root, env, name),
-            );
-            let _ = health::wait_port(&ep, timeout);
+        if let (true, Some(id)) = (progress.stopped.contains_key(name), &svc.container_id) {
+            let netns = kiln_netns::netns_path(root, env, name);
+            let _ = health::wait(&req.kiln_bin, root, id, &netns, &svc.health_check());
         }
     }
     if progress.held {
