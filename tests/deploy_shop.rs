@@ -332,7 +332,7 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
 
     // A deploy killed while it holds requests: the router lets them through (to the new
     // container, which answers on the same port of the same namespace), none fails; the next
-    // deploy removes what the killed one left and converges.
+    // deploy settles what the killed one left and converges.
     commit_file(&repo, "kiln.toml", &sleeper(32, ""), "v3 hook that hangs");
     let mut killed = None;
     let (ok, failed, _, _, errors) = under_load(addr, || {
@@ -363,8 +363,16 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     );
     assert_eq!(failed, 0, "no request fails when a deploy dies: {errors:?}");
     assert!(ok > 0);
+    // The next deploy adopts the container left serving and replaces it in a hold: no request
+    // fails either.
     git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
-    sb.ok(&["deploy", &repo_s, "--env", &env]);
+    let (_, failed, _, _, errors) = under_load(addr, || {
+        sb.ok(&["deploy", &repo_s, "--env", &env]);
+    });
+    assert_eq!(
+        failed, 0,
+        "no request fails when the orphan is replaced: {errors:?}"
+    );
     assert!(
         processes_running("time.sleep(32)").is_empty(),
         "the orphan went"

@@ -271,6 +271,13 @@ fn invalid_cases() -> Vec<Case> {
             "at least 1 second",
         ),
         case(
+            "endless stop grace",
+            edit("post = [", "stop_grace = 99999999999\npost = ["),
+            18,
+            "services.web.deploy.stop_grace",
+            "at most 604800 seconds",
+        ),
+        case(
             "empty health command",
             edit("post = [", "health = \" \"\npost = ["),
             18,

@@ -162,9 +162,13 @@ impl EnvLock {
 }
 
 impl EnvState {
-    /// The router's upstream: the routed app's port inside its namespace.
+    /// The router's upstream: the routed app's port inside its namespace (a record without
+    /// one: the first app with a port).
     pub fn upstream(&self) -> Option<super::Endpoint> {
-        let svc = self.services.get(self.routed.as_ref()?)?;
+        let svc = match &self.routed {
+            Some(app) => self.services.get(app)?,
+            None => self.services.values().find(|s| s.port.is_some())?,
+        };
         svc.port
             .zip(svc.netns.as_ref())
             .map(|(p, n)| super::Endpoint::in_netns(([127, 0, 0, 1], p).into(), n))

@@ -175,6 +175,14 @@ pub enum DeployError {
         /// The last lines of the service's output.
         tail: String,
     },
+    /// A deploy failed and its rollback could not bring everything back.
+    #[error("{cause}\n--- the rollback did not restore everything: the environment is degraded ---\n{}", problems.join("\n"))]
+    RollbackIncomplete {
+        /// Why the deploy failed.
+        cause: Box<DeployError>,
+        /// What the rollback could not do.
+        problems: Vec<String>,
+    },
 }
 
 impl DeployError {

@@ -2,7 +2,6 @@
 //! health command exits 0, within a timeout.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::container;
@@ -12,8 +11,6 @@ use super::error::DeployError;
 
 /// Pause between attempts.
 const PAUSE: Duration = Duration::from_millis(10);
-/// What a health command run cut off by the deadline reports.
-const TIMED_OUT: &str = "timed out";
 /// Longest single connect attempt.
 const ATTEMPT: Duration = Duration::from_millis(500);
 
@@ -28,8 +25,7 @@ pub fn wait(
 ) -> Result<(), DeployError> {
     let timeout = Duration::from_secs(check.timeout_secs);
     if let Some(command) = &check.command {
-        let mut make = || container::exec_command(kiln_bin, runtime_root, id, command);
-        return wait_command(command, &mut make, timeout).map(drop);
+        return wait_command(kiln_bin, runtime_root, id, command, timeout);
     }
     for port in &check.ports {
         let ep = Endpoint::in_netns(([127, 0, 0, 1], *port).into(), netns);
@@ -60,65 +56,35 @@ pub fn wait_port(endpoint: &Endpoint, timeout: Duration) -> Result<Duration, Dep
     }
 }
 
-/// Runs the command `make` builds until one run exits 0, each run and all of them within
-/// `timeout`; returns how long that took. `what` names the check in errors.
-pub fn wait_command(
-    what: &str,
-    make: &mut dyn FnMut() -> Command,
+/// Runs `command` in container `id` until a run exits 0, each run and all of them within
+/// `timeout` (a run cut off is killed with what it started).
+fn wait_command(
+    kiln_bin: &Path,
+    runtime_root: &Path,
+    id: &str,
+    command: &str,
     timeout: Duration,
-) -> Result<Duration, DeployError> {
+) -> Result<(), DeployError> {
     let start = Instant::now();
     let deadline = start + timeout;
     let mut last = String::new();
     loop {
-        match run_once(make(), deadline) {
-            Ok(()) => return Ok(start.elapsed()),
+        let left = deadline.saturating_duration_since(Instant::now());
+        match container::run_in(kiln_bin, runtime_root, id, command, left) {
+            Ok(()) => return Ok(()),
             // A run cut off by the deadline says less than the failure before it.
-            Err(e) if last.is_empty() || e != TIMED_OUT => last = e,
-            Err(_) => last = format!("{TIMED_OUT}; the run before: {last}"),
+            Err(e) if last.is_empty() || !e.starts_with("timed out") => last = e,
+            Err(e) => last = format!("{e}; the run before: {last}"),
         }
         if Instant::now() + PAUSE >= deadline {
             return Err(DeployError::Unhealthy {
-                check: format!("command {what}"),
+                check: format!("command `{command}`"),
                 waited_ms: start.elapsed().as_millis(),
                 last,
             });
         }
         std::thread::sleep(PAUSE);
     }
-}
-
-/// One run of a health command, killed at `deadline`; why it failed otherwise.
-fn run_once(mut cmd: Command, deadline: Instant) -> Result<(), String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawning {:?}: {e}", cmd.get_program()))?;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() >= deadline => {
-                // Best effort: it is being abandoned either way.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(TIMED_OUT.into());
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return Err(format!("waiting: {e}")),
-        }
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("reading output: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(format!("{}: {}", out.status, tail.join(" | ")))
 }
 
 #[cfg(test)]
@@ -136,43 +102,6 @@ mod tests {
             .to_string();
         assert!(
             err.contains(&up.to_string()) && err.contains("ECONNREFUSED"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_health_command_passes_once_it_exits_zero_and_fails_with_its_stderr() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let flag = dir.path().join("ready");
-        let mut tries = 0;
-        let flag2 = flag.clone();
-        let took = wait_command(
-            "ready-flag",
-            &mut || {
-                tries += 1;
-                if tries == 3 {
-                    std::fs::write(&flag2, "").expect("flag");
-                }
-                let mut c = Command::new("test");
-                c.arg("-e").arg(&flag2);
-                c
-            },
-            Duration::from_secs(5),
-        );
-        took.expect("healthy on the third try");
-        let err = wait_command(
-            "failing",
-            &mut || {
-                let mut c = Command::new("sh");
-                c.args(["-c", "echo not yet >&2; exit 3"]);
-                c
-            },
-            Duration::from_millis(300),
-        )
-        .expect_err("never healthy")
-        .to_string();
-        assert!(
-            err.contains("failing") && err.contains("not yet") && err.contains('3'),
             "{err}"
         );
     }

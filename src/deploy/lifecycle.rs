@@ -54,7 +54,7 @@ pub fn start(runtime_root: &Path, kiln_bin: &Path, env: &str) -> Result<Vec<Stri
     let _lock = EnvLock::take(runtime_root, env)?;
     let mut state = EnvState::load(runtime_root, env)?.ok_or_else(|| no_env(runtime_root, env))?;
     let runtime = Runtime::new(runtime_root);
-    container::destroy_orphans(&runtime, runtime_root, &state)?;
+    container::settle_orphans(&runtime, runtime_root, &mut state)?;
     // The namespaces and links again, should they be gone (`kiln net teardown`, a reboot).
     let plan = kiln_netns::load_record(runtime_root, env)?
         .map(|r| r.plan)

@@ -65,6 +65,7 @@ pub mod health;
 pub mod layout;
 pub mod lifecycle;
 pub mod loadgen;
+pub mod network;
 pub mod orchestrate;
 pub mod process;
 pub mod router;

@@ -20,7 +20,7 @@ use super::error::DeployError;
 use super::router::client::RouterClient;
 use super::router::{daemon, RouterConfig, DEFAULT_RETRY};
 use super::volumes::{self, CgroupFreezer, NoFreezer};
-use super::{health, Endpoint};
+use super::{health, network, Endpoint};
 
 /// How long a stopping container gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -137,27 +137,6 @@ fn resolve_image(store: &Store, service: &str, name: &str) -> Result<String, Dep
         })
 }
 
-/// The declared topology of the project.
-fn topology(config: &ProjectConfig) -> kiln_netns::Topology {
-    let mut t = kiln_netns::Topology {
-        services: config.services.keys().cloned().collect(),
-        edges: Vec::new(),
-    };
-    for (name, svc) in &config.services {
-        for (rel, r) in &svc.relationships {
-            t.edges.push(kiln_netns::Edge {
-                from: name.clone(),
-                name: rel.clone(),
-                to: r.service.clone(),
-                endpoint: Some(r.endpoint.clone()),
-                port: r.port,
-                scheme: r.scheme.clone(),
-            });
-        }
-    }
-    t
-}
-
 /// The ports a service answers on (app port, endpoints).
 fn ports(svc: &Service) -> Vec<u16> {
     let mut p: Vec<u16> = svc.app().and_then(|a| a.port).into_iter().collect();
@@ -231,7 +210,12 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
     let root = &req.runtime_root;
     let env = &req.env;
     let _lock = EnvLock::take(root, env)?;
+    // Containers a killed deploy left behind: adopted if serving, else removed (they would hold
+    // the new containers' ports).
     let current = EnvState::load(root, env)?;
+    let mut record = current.clone().unwrap_or_else(|| EnvState::new(env));
+    container::settle_orphans(&Runtime::new(root), root, &mut record)?;
+    let current = current.map(|_| record);
     let wants = wants(store, req)?;
     let desired: BTreeMap<String, Desired> = wants
         .iter()
@@ -255,10 +239,6 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
         retry: DEFAULT_RETRY,
     };
     let (router, fresh) = daemon::ensure(&req.kiln_bin, &router_config)?;
-    if let Some(c) = &current {
-        // Containers a killed deploy left behind would hold the new ones' ports.
-        container::destroy_orphans(&Runtime::new(root), root, c)?;
-    }
     let mut state = current.clone().unwrap_or_else(|| EnvState::new(env));
     state.project = Some(req.config.project.clone());
     state.router = Some(router.clone());
@@ -272,6 +252,10 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
         steps: Vec::new(),
     };
     let mut ctl = RouterClient::connect(root, env)?;
+    if fresh {
+        // A new router starts held: if this process dies, it lets the requests through.
+        ctl.lease()?;
+    }
     if changes.is_noop() && !fresh {
         state.commit = Some(req.commit.clone());
         state.branch = req.branch.clone();
@@ -280,7 +264,9 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
         return Ok(report);
     }
     // If this process dies, the router releases the requests it holds for it.
-    ctl.lease()?;
+    if !fresh {
+        ctl.lease()?;
+    }
     let runtime = Runtime::new(root);
     let mut progress = Progress {
         stopped: BTreeMap::new(),
@@ -328,9 +314,16 @@ pub fn deploy(store: &Store, req: &DeployRequest) -> Result<DeployReport, Deploy
             Ok(report)
         }
         Err(e) => {
-            rollback(req, &runtime, &mut state, &progress, &mut ctl);
+            let problems = rollback(req, &runtime, &mut state, &progress, &mut ctl);
             let _ = state.save(root);
-            Err(e)
+            if problems.is_empty() {
+                Err(e)
+            } else {
+                Err(DeployError::RollbackIncomplete {
+                    cause: Box::new(e),
+                    problems,
+                })
+            }
         }
     }
 }
@@ -386,7 +379,7 @@ fn swap(
         clock.lap("clone volumes");
     }
     // 4. The network: links added now (old and new both linked), removed once the old stop.
-    let (union, plan) = plans(req)?;
+    let (union, plan) = network::plans(&req.runtime_root, &req.env, &req.config)?;
     kiln_netns::apply(env, &union, root)?;
     progress.union = Some(union.clone());
     clock.lap("network");
@@ -426,8 +419,9 @@ fn swap(
         .chain(&changes.stop)
         .filter_map(|n| state.services.remove(n).map(|s| (n.clone(), s)))
         .collect();
+    // Recorded first: a stop that fails half-way still leaves them for the rollback.
+    progress.stopped.extend(old.iter().cloned());
     stop_all(req, runtime, wants, &old)?;
-    progress.stopped.extend(old);
     if union != plan {
         kiln_netns::apply(env, &plan, root)?;
     }
@@ -453,7 +447,8 @@ fn swap(
             .chain(app.deploy.post.iter().map(|p| ("post-deploy task", p)));
         for (step, command) in steps {
             let from = container::file_len(&log);
-            container::run_in(&req.kiln_bin, root, &id, command, app.deploy.timeout_secs)
+            let limit = Duration::from_secs(app.deploy.timeout_secs);
+            container::run_in(&req.kiln_bin, root, &id, command, limit)
                 .map_err(|m| step_err(req, name, &format!("{step} `{command}`"), m, from))?;
         }
     }
@@ -513,37 +508,6 @@ fn clone_parent_volumes(
     Ok(())
 }
 
-/// The network plans: one with the links of both the running and the new topology (applied
-/// while the old containers still serve), and the new topology's (same addresses).
-fn plans(req: &DeployRequest) -> Result<(kiln_netns::Plan, kiln_netns::Plan), DeployError> {
-    let root = &req.runtime_root;
-    let env = &req.env;
-    let pool = kiln_netns::Pool::DEFAULT;
-    let new = topology(&req.config);
-    let previous = kiln_netns::load_record(root, env)?.map(|r| r.plan);
-    let mut both = new.clone();
-    if let Some(p) = &previous {
-        for s in &p.services {
-            if !both.services.contains(s) {
-                both.services.push(s.clone());
-            }
-        }
-        for e in &p.edges {
-            if !both
-                .edges
-                .iter()
-                .any(|n| n.from == e.from && n.name == e.name)
-            {
-                both.edges.push(e.clone());
-            }
-        }
-    }
-    let net = |e: kiln_netns::PlanError| DeployError::from(kiln_netns::NetError::from(e));
-    let union = kiln_netns::Plan::new(&both, pool, previous.as_ref()).map_err(net)?;
-    let plan = kiln_netns::Plan::new(&new, pool, Some(&union)).map_err(net)?;
-    Ok((union, plan))
-}
-
 /// Stops the old containers, all at once; each gets its service's stop grace.
 fn stop_all(
     req: &DeployRequest,
@@ -572,7 +536,14 @@ fn stop_all(
             .collect();
         stops
             .into_iter()
-            .map(|h| h.join().unwrap_or(Ok(())))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(DeployError::Config {
+                        service: String::new(),
+                        message: "a thread stopping an old container panicked".into(),
+                    })
+                })
+            })
             .collect::<Result<Vec<()>, DeployError>>()
             .map(drop)
     })
@@ -591,10 +562,12 @@ fn run_new(
         .iter()
         .partition(|n| wants[*n].service.app().is_none());
     for group in [images, apps] {
+        let mut logs_from = Vec::new();
         for name in &group {
             let Some((c, svc_state, from)) = created.remove(*name) else {
                 continue;
             };
+            logs_from.push((*name, from));
             let process = c
                 .start()
                 .map_err(|e| step_err(req, name, "start", e.to_string(), from))?;
@@ -606,15 +579,20 @@ fn run_new(
                 },
             );
         }
-        for name in &group {
-            healthy(req, name, state)?;
+        for (name, from) in logs_from {
+            healthy(req, name, state, from)?;
         }
     }
     Ok(())
 }
 
-/// Waits until service `name`'s new container is healthy.
-fn healthy(req: &DeployRequest, name: &str, state: &EnvState) -> Result<(), DeployError> {
+/// Waits until service `name`'s new container (its log starting at byte `from`) is healthy.
+fn healthy(
+    req: &DeployRequest,
+    name: &str,
+    state: &EnvState,
+    from: u64,
+) -> Result<(), DeployError> {
     let svc = &state.services[name];
     health::wait(
         &req.kiln_bin,
@@ -623,7 +601,7 @@ fn healthy(req: &DeployRequest, name: &str, state: &EnvState) -> Result<(), Depl
         &kiln_netns::netns_path(&req.runtime_root, &req.env, name),
         &svc.health_check(),
     )
-    .map_err(|e| step_err(req, name, "health check", e.to_string(), 0))
+    .map_err(|e| step_err(req, name, "health check", e.to_string(), from))
 }
 
 /// The store's root directory.
@@ -804,46 +782,64 @@ fn routes_env(url: &str, service: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(json.to_string())
 }
 
-/// Undoes a failed deploy: new containers go, the previous ones start again with the same
-/// volumes (the router's upstream still points at them: it is switched last), and the router
-/// releases the requests it held.
+/// Undoes a failed deploy: new containers go, the old links come back, the previous
+/// containers start again with the same volumes, and the router is pointed at them and releases
+/// the requests it held. Returns what could not be done.
 fn rollback(
     req: &DeployRequest,
     runtime: &Runtime,
     state: &mut EnvState,
     progress: &Progress,
     ctl: &mut RouterClient,
-) {
+) -> Vec<String> {
     let root = &req.runtime_root;
     let env = &req.env;
+    let mut problems = Vec::new();
     for (name, id) in &progress.started {
-        let _ = container::destroy(
-            runtime,
-            &container::container_dir(root, env, id),
-            id,
-            Duration::from_secs(2),
-        );
+        let dir = container::container_dir(root, env, id);
+        if let Err(e) = container::destroy(runtime, &dir, id, Duration::from_secs(2)) {
+            problems.push(format!("removing new container {id} of {name}: {e}"));
+        }
         state.services.remove(name);
+    }
+    if let Some(union) = &progress.union {
+        // The old containers' namespaces and links, should the new plan have dropped some.
+        if let Err(e) = kiln_netns::apply(env, union, root) {
+            problems.push(format!("restoring the network: {e}"));
+        }
     }
     for (name, old) in &progress.stopped {
         let mut back = old.clone();
         if let Some(id) = &old.container_id {
-            back.process =
-                container::relaunch(runtime, &container::container_dir(root, env, id)).ok();
+            let dir = container::container_dir(root, env, id);
+            match container::relaunch(runtime, &dir) {
+                Ok(p) => back.process = Some(p),
+                Err(e) => {
+                    back.process = None;
+                    problems.push(format!("starting {name} again: {e}"));
+                }
+            }
         }
         state.services.insert(name.clone(), back);
-    }
-    if let Some(union) = &progress.union {
-        // The old containers' links, in case the new plan dropped some.
-        let _ = kiln_netns::apply(env, union, root);
     }
     for (name, svc) in &state.services {
         if let (true, Some(id)) = (progress.stopped.contains_key(name), &svc.container_id) {
             let netns = kiln_netns::netns_path(root, env, name);
-            let _ = health::wait(&req.kiln_bin, root, id, &netns, &svc.health_check());
+            if let Err(e) = health::wait(&req.kiln_bin, root, id, &netns, &svc.health_check()) {
+                problems.push(format!("{name} did not come back healthy: {e}"));
+            }
         }
     }
     if progress.held {
-        let _ = ctl.release();
+        // The upstream may be unset (a router started afresh) or hold dead connections.
+        if let Some(up) = state.upstream() {
+            if let Err(e) = ctl.switch(&up) {
+                problems.push(format!("pointing the router back at {up}: {e}"));
+            }
+        }
+        if let Err(e) = ctl.release() {
+            problems.push(format!("releasing held requests: {e}"));
+        }
     }
+    problems
 }

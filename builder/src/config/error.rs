@@ -102,6 +102,12 @@ pub enum Problem {
     /// A time limit of zero.
     #[error("must be at least 1 second")]
     ZeroTimeout,
+    /// A time limit beyond any sensible wait.
+    #[error("must be at most {max} seconds (a week)")]
+    TimeoutTooLong {
+        /// The largest accepted value.
+        max: u64,
+    },
     /// A project without services.
     #[error("declares no services")]
     NoServices,

@@ -302,8 +302,15 @@ fn check_deploy(c: &mut Checker, name: &str, raw: Option<&RawDeploy>) -> Deploy 
             &at("health_timeout"),
             raw.health_timeout,
             defaults.health_timeout_secs,
+            false,
         ),
-        stop_grace_secs: raw.stop_grace.unwrap_or(defaults.stop_grace_secs),
+        stop_grace_secs: check_secs(
+            c,
+            &at("stop_grace"),
+            raw.stop_grace,
+            defaults.stop_grace_secs,
+            true,
+        ),
     }
 }
 
@@ -314,14 +321,29 @@ fn check_command(c: &mut Checker, path: &[String], command: Option<&str>) {
 }
 
 fn check_timeout(c: &mut Checker, path: &[String], timeout: Option<u64>) -> u64 {
-    check_secs(c, path, timeout, DEFAULT_HOOK_TIMEOUT_SECS)
+    check_secs(c, path, timeout, DEFAULT_HOOK_TIMEOUT_SECS, false)
 }
 
-/// A time limit in seconds: `default` when unset; zero is an error.
-fn check_secs(c: &mut Checker, path: &[String], secs: Option<u64>, default: u64) -> u64 {
+/// The longest time limit accepted, in seconds (a week).
+const MAX_SECS: u64 = 7 * 24 * 3600;
+
+/// A time limit in seconds: `default` when unset; more than [`MAX_SECS`] is an error, and so is
+/// zero unless `zero_ok`.
+fn check_secs(
+    c: &mut Checker,
+    path: &[String],
+    secs: Option<u64>,
+    default: u64,
+    zero_ok: bool,
+) -> u64 {
     match secs {
-        Some(0) => {
+        Some(0) if !zero_ok => {
             c.found.push((path.to_vec(), Problem::ZeroTimeout));
+            default
+        }
+        Some(s) if s > MAX_SECS => {
+            c.found
+                .push((path.to_vec(), Problem::TimeoutTooLong { max: MAX_SECS }));
             default
         }
         Some(secs) => secs,

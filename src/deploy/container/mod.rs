@@ -208,7 +208,13 @@ pub fn load(dir: &Path) -> Result<Saved, DeployError> {
 /// processes), deletes it from the runtime and unmounts its root; keeps its directory.
 pub fn stop(runtime: &Runtime, dir: &Path, id: &str, grace: Duration) -> Result<(), DeployError> {
     if let Ok(c) = runtime.load(id) {
-        if let Some(p) = u32::try_from(c.pid()).ok().and_then(ProcessRef::of) {
+        // A created container's init waits at the exec fifo and ignores SIGTERM: no grace.
+        let running = c.status() != kiln_runtime::Status::Created;
+        if let Some(p) = u32::try_from(c.pid())
+            .ok()
+            .and_then(ProcessRef::of)
+            .filter(|_| running)
+        {
             let _ = c.kill(libc::SIGTERM, false);
             // A child of ours (started by this process) must be reaped to look gone.
             reap(c.pid(), grace);
@@ -279,29 +285,56 @@ pub fn ids(runtime_root: &Path, env: &str) -> Vec<String> {
     }
 }
 
-/// Destroys the containers of the environment's directory that its record does not name:
-/// those a deploy killed half-way created or started.
-pub fn destroy_orphans(
+/// Settles the containers of the environment's directory that its record does not name
+/// (those a killed deploy created or started): a running one of a service whose recorded
+/// container is dead is adopted — it may be serving requests; its record's digest is cleared so
+/// the next deploy replaces it in a hold — and every other one is destroyed.
+pub fn settle_orphans(
     runtime: &Runtime,
     runtime_root: &Path,
-    record: &super::env_state::EnvState,
-) -> Result<Vec<String>, DeployError> {
+    record: &mut super::env_state::EnvState,
+) -> Result<(), DeployError> {
     let dir = containers_dir(runtime_root, &record.env);
-    let known: Vec<&str> = record
-        .services
-        .values()
-        .filter_map(|s| s.container_id.as_deref())
-        .collect();
-    let mut orphans = ids(runtime_root, &record.env);
-    orphans.retain(|id| !known.contains(&id.as_str()));
+    let known = |r: &super::env_state::EnvState, id: &str| {
+        r.services
+            .values()
+            .any(|s| s.container_id.as_deref() == Some(id))
+    };
+    let mut orphans: Vec<String> = ids(runtime_root, &record.env);
+    orphans.retain(|id| !known(record, id));
+    // Newest first (ids end with a hex timestamp of the same width).
+    orphans.sort_by(|a, b| b.rsplit('.').next().cmp(&a.rsplit('.').next()));
+    let mut dead = Vec::new();
     for id in &orphans {
+        let process = runtime
+            .load(id)
+            .ok()
+            .filter(|c| c.status() == kiln_runtime::Status::Running)
+            .and_then(|c| u32::try_from(c.pid()).ok())
+            .and_then(ProcessRef::of);
+        let service = load(&dir.join(id)).ok().map(|s| s.service);
+        let svc = service.and_then(|s| record.services.get_mut(&s));
+        match (process, svc) {
+            (Some(p), Some(svc)) if !svc.process.is_some_and(|q| q.alive()) => {
+                tracing::warn!(
+                    "adopting container {id} of {}, left by a killed deploy",
+                    record.env
+                );
+                dead.extend(svc.container_id.replace(id.clone()));
+                svc.process = Some(p);
+                svc.digest.clear();
+            }
+            _ => dead.push(id.clone()),
+        }
+    }
+    for id in dead {
         tracing::warn!(
-            "container {id} is not in the record of {}: destroying it",
+            "container {id} of {} is not in use: destroying it",
             record.env
         );
-        destroy(runtime, &dir.join(id), id, Duration::from_secs(2))?;
+        destroy(runtime, &dir.join(&id), &id, Duration::from_secs(2))?;
     }
-    Ok(orphans)
+    Ok(())
 }
 
 /// The last lines of `log` written after byte `from`.
@@ -321,31 +354,15 @@ pub fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-/// A `kiln exec` of `command` (through /bin/sh) in container `id`. The exec happens in a
-/// child process: joining a container's namespaces would change this process's namespaces for
-/// the threads it starts later.
-pub fn exec_command(
-    kiln_bin: &Path,
-    runtime_root: &Path,
-    id: &str,
-    command: &str,
-) -> std::process::Command {
-    let mut cmd = std::process::Command::new(kiln_bin);
-    cmd.arg("--root")
-        .arg(runtime_root)
-        .args(["exec", id, "/bin/sh", "-c", command]);
-    cmd
-}
-
 /// Runs `command` (through /bin/sh) in container `id`, its output appended to the container's
-/// log; after `timeout_secs` the command and every process it started are killed. Err says
-/// how it failed.
+/// log; after `timeout` the command and every process it started are killed. Err says how it
+/// failed.
 pub fn run_in(
     kiln_bin: &Path,
     runtime_root: &Path,
     id: &str,
     command: &str,
-    timeout_secs: u64,
+    timeout: Duration,
 ) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let pid_file = dir.path().join("pid");
@@ -365,7 +382,7 @@ pub fn run_in(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("running {}: {e}", kiln_bin.display()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(timeout_secs);
+    let deadline = std::time::Instant::now() + timeout;
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -390,7 +407,7 @@ pub fn run_in(
         let _ = e.read_to_string(&mut err);
     }
     match status.code() {
-        _ if timed_out => Err(format!("timed out after {timeout_secs} s (killed)")),
+        _ if timed_out => Err(format!("timed out after {} (killed)", seconds(timeout))),
         Some(0) => Ok(()),
         Some(code) if err.trim().is_empty() => Err(format!("exited with status {code}")),
         Some(code) => Err(format!("exited with status {code}: {}", err.trim())),
@@ -398,19 +415,39 @@ pub fn run_in(
     }
 }
 
-/// SIGKILLs process `pid` and all its descendants (twice over, for those forked meanwhile).
+/// `3 s`, or `0.25 s` for a fraction.
+fn seconds(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+/// Kills process `pid` and all its descendants: each is stopped (SIGSTOP: it can fork no more)
+/// as it is found, until a walk finds no new one; then all get SIGKILL.
 fn kill_tree(pid: u32) {
-    for _ in 0..2 {
-        let mut all = vec![pid];
-        let mut i = 0;
-        while i < all.len() {
-            all.extend(children(all[i]));
-            i += 1;
-        }
-        for p in all {
-            if let Some(r) = ProcessRef::of(p) {
-                r.signal(nix::sys::signal::Signal::SIGKILL);
+    use nix::sys::signal::Signal;
+    let mut all: Vec<u32> = Vec::new();
+    let mut found = vec![pid];
+    while !found.is_empty() {
+        for p in &found {
+            if let Some(r) = ProcessRef::of(*p) {
+                r.signal(Signal::SIGSTOP);
             }
+        }
+        all.extend(&found);
+        found = all
+            .iter()
+            .flat_map(|p| children(*p))
+            .filter(|c| !all.contains(c))
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+    }
+    for p in all {
+        if let Some(r) = ProcessRef::of(p) {
+            r.signal(Signal::SIGKILL);
         }
     }
 }
