@@ -45,6 +45,14 @@ fn default_scheme() -> String {
 }
 
 impl Topology {
+    /// A topology of `services` and `edges`.
+    pub fn new(services: &[&str], edges: Vec<Edge>) -> Self {
+        Self {
+            services: services.iter().map(|s| s.to_string()).collect(),
+            edges,
+        }
+    }
+
     /// Loads a topology file: TOML when its name ends in `.toml`, JSON otherwise.
     pub fn load(path: &Path) -> Result<Self, PlanError> {
         let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
@@ -112,26 +120,30 @@ impl Topology {
     }
 }
 
+impl Edge {
+    /// Relationship `name` of `from`, leading to `to` on `port` (no named endpoint).
+    pub fn new(from: &str, name: &str, to: &str, port: u16, scheme: &str) -> Self {
+        Self {
+            from: from.into(),
+            name: name.into(),
+            to: to.into(),
+            endpoint: None,
+            port,
+            scheme: scheme.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn edge(from: &str, name: &str, to: &str) -> Edge {
-        Edge {
-            from: from.into(),
-            name: name.into(),
-            to: to.into(),
-            endpoint: None,
-            port: 5432,
-            scheme: "pgsql".into(),
-        }
+        Edge::new(from, name, to, 5432, "pgsql")
     }
 
     fn topo(services: &[&str], edges: Vec<Edge>) -> Topology {
-        Topology {
-            services: services.iter().map(|s| s.to_string()).collect(),
-            edges,
-        }
+        Topology::new(services, edges)
     }
 
     #[test]

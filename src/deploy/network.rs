@@ -84,21 +84,11 @@ mod tests {
     use super::*;
 
     fn edge(from: &str, name: &str, to: &str) -> Edge {
-        Edge {
-            from: from.into(),
-            name: name.into(),
-            to: to.into(),
-            endpoint: None,
-            port: 1,
-            scheme: "tcp".into(),
-        }
+        Edge::new(from, name, to, 1, "tcp")
     }
 
     fn topo(services: &[&str], edges: Vec<Edge>) -> Topology {
-        Topology {
-            services: services.iter().map(|s| s.to_string()).collect(),
-            edges,
-        }
+        Topology::new(services, edges)
     }
 
     fn pairs(p: &Plan) -> Vec<(String, String)> {
