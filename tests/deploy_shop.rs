@@ -166,9 +166,10 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     let repo_s = repo.to_string_lossy().to_string();
     let env = common::unique("shop");
     let child = format!("{env}-pr");
+    let first = format!("{env}-k");
     let _guard = Envs {
         sb: &sb,
-        names: vec![child.clone(), env.clone()],
+        names: vec![first.clone(), child.clone(), env.clone()],
     };
 
     // v1: the page proves redis via the relationship and the deploy hook.
@@ -400,6 +401,52 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     let p2 = visits(&get(addr));
     assert_eq!(c2, c1 + 1, "the parent's write does not show in the child");
     assert_eq!(p2, p1 + 1, "the child's write does not show in the parent");
+
+    // A first deploy killed in its hook: its router lets requests through (to nothing yet),
+    // and the next deploy of the environment removes what it left and converges.
+    let v2_toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
+    commit_file(
+        &repo,
+        "kiln.toml",
+        &v2_toml.replace(
+            "hook = \"python3 migrate.py\"",
+            "hook = \"python3 -c 'import time; time.sleep(33)'\"",
+        ),
+        "v3 hook that hangs",
+    );
+    let mut deploy = sb
+        .kiln()
+        .args(["deploy", &repo_s, "--env", &first])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn deploy");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while processes_running("time.sleep(33)").is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    deploy.kill().expect("kill -9 the first deploy");
+    let _ = deploy.wait();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while router_held(&sb, &first) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !router_held(&sb, &first),
+        "a new router is released when its deploy dies"
+    );
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    sb.ok(&["deploy", &repo_s, "--env", &first]);
+    assert!(
+        processes_running("time.sleep(33)").is_empty(),
+        "the orphans went"
+    );
+    let containers = std::fs::read_dir(sb.root().join("envs").join(&first).join("containers"))
+        .expect("containers")
+        .count();
+    assert_eq!(containers, 3, "one container per service, no orphan");
+    assert!(get(router(&sb, &first)).starts_with("v2 from shop v2"));
+    sb.ok(&["env", "destroy", &first]);
 
     // Destroy leaves no process, mount, netns, cgroup or router.
     let web_pid = pids(&sb, &env)[1];
