@@ -114,6 +114,46 @@ fn processes_running(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Polls `f` every `pause` until it is true or `timeout` passed; its last answer.
+fn wait_until(timeout: Duration, pause: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    while !f() && std::time::Instant::now() < until {
+        std::thread::sleep(pause);
+    }
+    f()
+}
+
+/// Starts `kiln deploy` of `repo` into `env`, SIGKILLs it once a process matching `hook` runs;
+/// returns (router held when killed, router released within 5 s after).
+fn kill_deploy_in_hook(sb: &Sandbox, repo: &str, env: &str, hook: &str) -> (bool, bool) {
+    let mut child = sb
+        .kiln()
+        .args(["deploy", repo, "--env", env])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn deploy");
+    let ms = Duration::from_millis;
+    wait_until(Duration::from_secs(60), ms(20), || {
+        !processes_running(hook).is_empty()
+    });
+    let held = router_held(sb, env);
+    child.kill().expect("kill -9 the deploy");
+    let _ = child.wait();
+    let released = wait_until(Duration::from_secs(5), ms(10), || !router_held(sb, env));
+    (held, released)
+}
+
+/// After a killed deploy and the next one: no process matching `hook` runs, and `env` has one
+/// container per service, no orphan.
+fn assert_settled(sb: &Sandbox, env: &str, hook: &str) {
+    assert!(processes_running(hook).is_empty(), "the orphans went");
+    let containers = std::fs::read_dir(sb.root().join("envs").join(env).join("containers"))
+        .expect("containers")
+        .count();
+    assert_eq!(containers, 3, "one container per service, no orphan");
+}
+
 /// Whether the router of `env` holds requests now.
 fn router_held(sb: &Sandbox, env: &str) -> bool {
     kiln::deploy::router::client::RouterClient::connect(&sb.root(), env)
@@ -337,25 +377,9 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     commit_file(&repo, "kiln.toml", &sleeper(32, ""), "v3 hook that hangs");
     let mut killed = None;
     let (ok, failed, _, _, errors) = under_load(addr, || {
-        let mut child = sb
-            .kiln()
-            .args(["deploy", &repo_s, "--env", &env])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn deploy");
-        let until = std::time::Instant::now() + Duration::from_secs(60);
-        while processes_running("time.sleep(32)").is_empty() && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(router_held(&sb, &env), "held while the hook runs");
-        child.kill().expect("kill -9 the deploy");
-        let _ = child.wait();
-        let until = std::time::Instant::now() + Duration::from_secs(5);
-        while router_held(&sb, &env) && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        killed = Some(!router_held(&sb, &env));
+        let (held, released) = kill_deploy_in_hook(&sb, &repo_s, &env, "time.sleep(32)");
+        assert!(held, "held while the hook runs");
+        killed = Some(released);
     });
     assert_eq!(
         killed,
@@ -374,14 +398,7 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
         failed, 0,
         "no request fails when the orphan is replaced: {errors:?}"
     );
-    assert!(
-        processes_running("time.sleep(32)").is_empty(),
-        "the orphan went"
-    );
-    let containers = std::fs::read_dir(sb.root().join("envs").join(&env).join("containers"))
-        .expect("containers")
-        .count();
-    assert_eq!(containers, 3, "one container per service, no orphan");
+    assert_settled(&sb, &env, "time.sleep(32)");
     assert!(get(addr).starts_with("v2 from shop v2"));
 
     // The environment stops and starts again, even with its namespaces gone meanwhile.
@@ -404,47 +421,12 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
 
     // A first deploy killed in its hook: its router lets requests through (to nothing yet),
     // and the next deploy of the environment removes what it left and converges.
-    let v2_toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
-    commit_file(
-        &repo,
-        "kiln.toml",
-        &v2_toml.replace(
-            "hook = \"python3 migrate.py\"",
-            "hook = \"python3 -c 'import time; time.sleep(33)'\"",
-        ),
-        "v3 hook that hangs",
-    );
-    let mut deploy = sb
-        .kiln()
-        .args(["deploy", &repo_s, "--env", &first])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn deploy");
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    while processes_running("time.sleep(33)").is_empty() && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    deploy.kill().expect("kill -9 the first deploy");
-    let _ = deploy.wait();
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while router_held(&sb, &first) && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(
-        !router_held(&sb, &first),
-        "a new router is released when its deploy dies"
-    );
+    commit_file(&repo, "kiln.toml", &sleeper(33, ""), "v3 hook that hangs");
+    let (_, released) = kill_deploy_in_hook(&sb, &repo_s, &first, "time.sleep(33)");
+    assert!(released, "a new router is released when its deploy dies");
     git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
     sb.ok(&["deploy", &repo_s, "--env", &first]);
-    assert!(
-        processes_running("time.sleep(33)").is_empty(),
-        "the orphans went"
-    );
-    let containers = std::fs::read_dir(sb.root().join("envs").join(&first).join("containers"))
-        .expect("containers")
-        .count();
-    assert_eq!(containers, 3, "one container per service, no orphan");
+    assert_settled(&sb, &first, "time.sleep(33)");
     assert!(get(router(&sb, &first)).starts_with("v2 from shop v2"));
     sb.ok(&["env", "destroy", &first]);
 

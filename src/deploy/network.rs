@@ -83,14 +83,6 @@ pub fn plans(
 mod tests {
     use super::*;
 
-    fn edge(from: &str, name: &str, to: &str) -> Edge {
-        Edge::new(from, name, to, 1, "tcp")
-    }
-
-    fn topo(services: &[&str], edges: Vec<Edge>) -> Topology {
-        Topology::new(services, edges)
-    }
-
     fn pairs(p: &Plan) -> Vec<(String, String)> {
         let mut v: Vec<_> = p
             .links
@@ -103,9 +95,15 @@ mod tests {
 
     #[test]
     fn a_retargeted_relationship_keeps_the_old_link_until_the_final_plan() {
-        let old = topo(&["a", "b", "web"], vec![edge("web", "db", "a")]);
+        let old = Topology::new(
+            &["a", "b", "web"],
+            vec![Edge::new("web", "db", "a", 1, "tcp")],
+        );
         let old = Plan::new(&old, Pool::DEFAULT, None).expect("old");
-        let new = topo(&["a", "b", "web"], vec![edge("web", "db", "b")]);
+        let new = Topology::new(
+            &["a", "b", "web"],
+            vec![Edge::new("web", "db", "b", 1, "tcp")],
+        );
         let both = union(&old, &new);
         let all = Plan::new(&both, Pool::DEFAULT, Some(&old)).expect("union validates");
         assert_eq!(
@@ -134,9 +132,15 @@ mod tests {
 
     #[test]
     fn a_relationship_renamed_to_a_new_services_name_does_not_clash() {
-        let old = topo(&["redis", "web"], vec![edge("web", "cache", "redis")]);
+        let old = Topology::new(
+            &["redis", "web"],
+            vec![Edge::new("web", "cache", "redis", 1, "tcp")],
+        );
         let old = Plan::new(&old, Pool::DEFAULT, None).expect("old");
-        let new = topo(&["cache", "redis", "web"], vec![edge("web", "kv", "cache")]);
+        let new = Topology::new(
+            &["cache", "redis", "web"],
+            vec![Edge::new("web", "kv", "cache", 1, "tcp")],
+        );
         let both = union(&old, &new);
         Plan::new(&both, Pool::DEFAULT, Some(&old)).expect("union validates");
         assert_eq!(both.edges.len(), 2);

@@ -401,8 +401,7 @@ fn swap(
         created.insert(name.clone(), (c, svc_state, from));
     }
     clock.lap("create");
-    let fresh: Vec<String> = changes.start.clone();
-    run_new(req, wants, state, &mut created, &fresh)?;
+    run_new(req, wants, state, &mut created, &changes.start)?;
     clock.lap("start new services");
     // 3. Hold, then stop the old containers of changed and removed services.
     if !progress.held {
@@ -426,8 +425,7 @@ fn swap(
         kiln_netns::apply(env, &plan, root)?;
     }
     clock.lap("stop old");
-    let replaced: Vec<String> = changes.replace.clone();
-    run_new(req, wants, state, &mut created, &replaced)?;
+    run_new(req, wants, state, &mut created, &changes.replace)?;
     clock.lap("start and health");
     // 7. Deploy hook, then post-deploy tasks, in each new app container.
     for name in changes.replace.iter().chain(&changes.start) {
