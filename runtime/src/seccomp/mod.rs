@@ -5,7 +5,8 @@
 //! them: the kernel runs every filter and keeps the most severe verdict, so
 //! * the "default" filter allows every syscall the profile names (under its conditions) and
 //!   returns `defaultAction` for the rest;
-//! * each other filter returns its action for the syscalls that carry it, and allows the rest.
+//! * each non-allow action of the rules (also one equal to `defaultAction`) gets a filter that
+//!   returns it for the syscalls that carry it, and allows the rest.
 //!
 //! What cannot be expressed: `SCMP_ACT_NOTIFY` and `listenerPath` (no user-notification fd),
 //! `architectures` other than the native one (seccompiler checks one architecture: calls made
@@ -157,13 +158,22 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Compiled> {
         f.try_into()
             .map_err(|e: seccompiler::BackendError| Error::Seccomp(format!("compiling: {e}")))
     };
+    // Every action keeps its own filter, also one equal to the default: the default filter
+    // allows every named syscall, so skipping it would turn those rules into ALLOW.
+    // Load order: the filters that leave seccomp(2) alone first, then the default filter (it
+    // allows seccomp when a rule names it), then those that act on seccomp(2) itself.
+    let seccomp_nr = syscall_number("seccomp");
+    let (late, early): (Vec<_>, Vec<_>) = groups
+        .into_iter()
+        .partition(|(_, map)| seccomp_nr.is_some_and(|nr| map.contains_key(&nr)));
+    for (act, map) in early {
+        programs.push(build(map, SeccompAction::Allow, act)?);
+    }
     if default != SeccompAction::Allow {
         programs.push(build(named, default.clone(), SeccompAction::Allow)?);
     }
-    for (act, map) in groups {
-        if act != default || default == SeccompAction::Allow {
-            programs.push(build(map, SeccompAction::Allow, act)?);
-        }
+    for (act, map) in late {
+        programs.push(build(map, SeccompAction::Allow, act)?);
     }
     let mut flags: libc::c_ulong = 0;
     for f in s.flags().as_deref().unwrap_or(&[]) {
@@ -230,6 +240,124 @@ mod tests {
         .expect("profile parses");
         let c = compile(&p).expect("compiles");
         assert_eq!(c.programs.len(), 2, "one filter per distinct errno action");
+    }
+
+    /// What a syscall returned in a child under a compiled profile.
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        /// The syscall ran and failed with this errno (or 0 when it succeeded).
+        Ran(i32),
+        /// The filter returned this errno.
+        Errno(i32),
+    }
+
+    /// Loads the profile in a forked child, makes syscall `nr` with `args` there and reports how
+    /// it ended. `ran` says which errno the call itself returns when it is allowed.
+    fn outcome(profile: &str, nr: libc::c_long, args: [u64; 3], ran: i32) -> Outcome {
+        let mut v: serde_json::Value = serde_json::from_str(profile).expect("profile parses");
+        // The child must be able to leave.
+        v["syscalls"]
+            .as_array_mut()
+            .expect("syscalls")
+            .push(serde_json::json!({"names": ["exit", "exit_group"], "action": "SCMP_ACT_ALLOW"}));
+        let p: LinuxSeccomp = serde_json::from_value(v).expect("profile parses");
+        let c = compile(&p).expect("compiles");
+        // SAFETY: the child only makes raw syscalls on memory that is already allocated and
+        // leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: plain prctl / syscall calls in the child, followed by _exit.
+            unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                if c.load().is_err() {
+                    libc::_exit(255);
+                }
+                let rc = libc::syscall(nr, args[0], args[1], args[2]);
+                let e = if rc < 0 { *libc::__errno_location() } else { 0 };
+                libc::_exit(e.min(254));
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status),
+            "child ended by a signal: {status:#x}"
+        );
+        let code = libc::WEXITSTATUS(status);
+        assert_ne!(code, 255, "loading the filter failed");
+        if code == ran {
+            Outcome::Ran(code)
+        } else {
+            Outcome::Errno(code)
+        }
+    }
+
+    #[test]
+    fn every_rule_keeps_its_action() {
+        let missing = c"/nonexistent-kiln-seccomp-test/dir".as_ptr() as u64;
+        let mkdir = |p: &str| outcome(p, libc::SYS_mkdir, [missing, 0o755, 0], libc::ENOENT);
+        let persona = |p: &str, arg: u64| outcome(p, libc::SYS_personality, [arg, 0, 0], 0);
+        let query = 0xffff_ffff;
+        let table: &[(&str, &str, Outcome)] = &[
+            (
+                "mkdir ERRNO under an equal ERRNO default",
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+                    {"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#,
+                Outcome::Errno(libc::EPERM),
+            ),
+            (
+                "mkdir ERRNO(EACCES) under an ERRNO(EPERM) default",
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"syscalls":[
+                    {"names":["mkdir"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+                Outcome::Errno(libc::EACCES),
+            ),
+            (
+                "mkdir ALLOW under an ERRNO default",
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+                    {"names":["mkdir"],"action":"SCMP_ACT_ALLOW"}]}"#,
+                Outcome::Ran(libc::ENOENT),
+            ),
+            (
+                "mkdir ERRNO under an ALLOW default",
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                    {"names":["mkdir"],"action":"SCMP_ACT_ERRNO","errnoRet":38}]}"#,
+                Outcome::Errno(libc::ENOSYS),
+            ),
+            (
+                "unnamed mkdir under an ERRNO default",
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":22,"syscalls":[
+                    {"names":["getcwd"],"action":"SCMP_ACT_ALLOW"}]}"#,
+                Outcome::Errno(libc::EINVAL),
+            ),
+        ];
+        for (what, profile, want) in table {
+            assert_eq!(&mkdir(profile), want, "{what}");
+        }
+        // Argument conditions: the rule's action applies only where they match.
+        let cond = r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"syscalls":[
+            {"names":["personality"],"action":"SCMP_ACT_ERRNO","errnoRet":1,
+             "args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]},
+            {"names":["personality"],"action":"SCMP_ACT_ALLOW",
+             "args":[{"index":0,"value":4294967295,"op":"SCMP_CMP_EQ"}]}]}"#;
+        assert_eq!(
+            persona(cond, 8),
+            Outcome::Errno(libc::EPERM),
+            "arg 8 is ERRNO"
+        );
+        assert_eq!(
+            persona(cond, query),
+            Outcome::Ran(0),
+            "the query is allowed"
+        );
+        assert_eq!(persona(cond, 0), Outcome::Errno(libc::EPERM), "default");
+        let cond_eq_default = r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"syscalls":[
+            {"names":["personality"],"action":"SCMP_ACT_ERRNO","errnoRet":13,
+             "args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]},
+            {"names":["personality"],"action":"SCMP_ACT_ALLOW"}]}"#;
+        assert_eq!(persona(cond_eq_default, 8), Outcome::Errno(libc::EACCES));
+        assert_eq!(persona(cond_eq_default, query), Outcome::Ran(0));
     }
 
     #[test]
