@@ -1,38 +1,171 @@
 //! The container's cgroup (v1 hierarchies, or v2 where the host is unified) through cgroups-rs:
-//! creation with the config's limits, joining, freezing, stats and removal.
+//! creation with the config's limits and device rules, joining, freezing, stats, removal, and
+//! the container's view of /sys/fs/cgroup.
+//!
+//! Where it lives (as runc does it): an absolute `cgroupsPath` is taken from the hierarchy roots;
+//! a relative one (default `kiln/<id>`) nests, per hierarchy, under the cgroup of the process
+//! that creates the container (/proc/self/cgroup), so a kiln started inside a limited cgroup
+//! cannot escape that limit.
 
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::cpuacct::CpuAcctController;
+use cgroups_rs::fs::devices::{DevicePermissions, DeviceType};
 use cgroups_rs::fs::freezer::FreezerController;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
-use cgroups_rs::fs::{hierarchies, Cgroup, MaxValue, Resources};
+use cgroups_rs::fs::{
+    hierarchies, Cgroup, DeviceResource, Hierarchy, MaxValue, Resources, Subsystem,
+};
 use cgroups_rs::CgroupPid;
 use cgroups_rs::FreezerState;
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Ctx, Error, Result};
+use crate::sys;
 
-/// The v1 controllers a container joins (devices is left to the host's policy).
+/// The v1 controllers a container joins.
 const CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer",
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer", "devices",
 ];
 
-/// Where the v1 freezer hierarchy is mounted on hosts like this one.
-const FREEZER_ROOT: &str = "/sys/fs/cgroup/freezer";
+/// Where the v1 hierarchies are mounted on hosts like this one.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The device rules runc 1.1 appends to every container's: mknod of any node, the default /dev
+/// nodes (null, random, full, tty, zero, urandom), /dev/pts/*, /dev/ptmx and tun/tap.
+/// (type, major, minor, access); -1 is any.
+const DEFAULT_DEVICE_RULES: &[(DeviceType, i64, i64, &str)] = &[
+    (DeviceType::Char, -1, -1, "m"),
+    (DeviceType::Block, -1, -1, "m"),
+    (DeviceType::Char, 1, 3, "rwm"),
+    (DeviceType::Char, 1, 8, "rwm"),
+    (DeviceType::Char, 1, 7, "rwm"),
+    (DeviceType::Char, 5, 0, "rwm"),
+    (DeviceType::Char, 1, 5, "rwm"),
+    (DeviceType::Char, 1, 9, "rwm"),
+    (DeviceType::Char, 136, -1, "rwm"),
+    (DeviceType::Char, 5, 2, "rwm"),
+    (DeviceType::Char, 10, 200, "rwm"),
+];
 
 /// A container's cgroup.
 pub struct ContainerCgroup {
     cg: Cgroup,
-    path: String,
+    key: String,
 }
 
-/// Normalises a config cgroupsPath (absolute or relative, both taken from the hierarchy roots).
-pub fn normalize(path: &Path) -> String {
-    path.to_string_lossy().trim_matches('/').to_string()
+/// Where a container's cgroup is: `leaf` under each hierarchy's `parents` entry (absent = the
+/// hierarchy root). Persisted in the container state as [`ContainerCgroup::key`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Paths {
+    leaf: String,
+    #[serde(default)]
+    parents: BTreeMap<String, String>,
+}
+
+impl Paths {
+    /// Parses a state key: a plain path (the same in every hierarchy) or the JSON form.
+    fn parse(key: &str) -> Paths {
+        if key.starts_with('{') {
+            if let Ok(p) = serde_json::from_str(key) {
+                return p;
+            }
+        }
+        Paths {
+            leaf: key.to_string(),
+            parents: BTreeMap::new(),
+        }
+    }
+
+    /// The state key: the plain leaf when no hierarchy nests, else the JSON form.
+    fn key(&self) -> String {
+        if self.parents.is_empty() {
+            return self.leaf.clone();
+        }
+        serde_json::to_string(self).unwrap_or_else(|_| self.leaf.clone())
+    }
+
+    /// The path of the cgroup in hierarchy `controller`, relative to its root.
+    fn in_hierarchy(&self, controller: &str) -> PathBuf {
+        match self.parents.get(controller) {
+            Some(p) => Path::new(p).join(&self.leaf),
+            None => PathBuf::from(&self.leaf),
+        }
+    }
+}
+
+/// cgroups-rs' hierarchy restricted to the controllers kiln uses.
+#[derive(Debug)]
+struct Only(Box<dyn Hierarchy>);
+
+impl Hierarchy for Only {
+    fn subsystems(&self) -> Vec<Subsystem> {
+        self.0
+            .subsystems()
+            .into_iter()
+            .filter(|s| CONTROLLERS.contains(&s.controller_name().as_str()))
+            .collect()
+    }
+    fn root(&self) -> PathBuf {
+        self.0.root()
+    }
+    fn root_control_group(&self) -> Cgroup {
+        self.0.root_control_group()
+    }
+    fn parent_control_group(&self, path: &str) -> Cgroup {
+        self.0.parent_control_group(path)
+    }
+    fn v2(&self) -> bool {
+        self.0.v2()
+    }
+}
+
+/// A config cgroupsPath as a relative path, refusing `..` (it would leave the caller's cgroup).
+fn normalize(path: &Path) -> Result<String> {
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(Error::Config(format!(
+            "linux.cgroupsPath {path:?} contains '..'"
+        )));
+    }
+    Ok(path.to_string_lossy().trim_matches('/').to_string())
+}
+
+/// The caller's own cgroup in each v1 controller kiln uses, from /proc/self/cgroup (hierarchies
+/// where it is at the root are left out).
+fn own_cgroups() -> Result<BTreeMap<String, String>> {
+    let p = Path::new("/proc/self/cgroup");
+    let text = std::fs::read_to_string(p).at("reading", p)?;
+    Ok(parse_proc_cgroup(&text))
+}
+
+/// Parses /proc/<pid>/cgroup lines `id:controllers:path` into controller → path (no slashes at
+/// the ends), keeping the controllers kiln uses that are not at the root.
+fn parse_proc_cgroup(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(ctls), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let path = path.trim_matches('/');
+        if path.is_empty() {
+            continue;
+        }
+        for c in ctls.split(',').filter(|c| CONTROLLERS.contains(c)) {
+            out.insert(c.to_string(), path.to_string());
+        }
+    }
+    out
+}
+
+fn handle(paths: &Paths) -> Cgroup {
+    let rel: HashMap<String, String> = paths.parents.clone().into_iter().collect();
+    Cgroup::load_with_relative_paths(Box::new(Only(hierarchies::auto())), &paths.leaf, rel)
 }
 
 fn err(path: &str, what: &str, e: impl std::fmt::Display) -> Error {
@@ -43,51 +176,67 @@ fn err(path: &str, what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl ContainerCgroup {
-    /// Creates (or reuses) the cgroup at `path` in every used controller and applies `res`.
-    pub fn create(path: &str, res: Option<&LinuxResources>) -> Result<ContainerCgroup> {
-        let names = CONTROLLERS.iter().map(|s| s.to_string()).collect();
-        let cg = Cgroup::new_with_specified_controllers(hierarchies::auto(), path, Some(names))
-            .map_err(|e| err(path, "creating", e))?;
-        let me = ContainerCgroup {
-            cg,
-            path: path.to_string(),
+    /// Creates (or reuses) container `id`'s cgroup for config `cgroups_path` in every used
+    /// controller and applies `res` and the device rules (deny all, the config's, runc's
+    /// defaults), before any process joins it.
+    pub fn create(
+        cgroups_path: Option<&Path>,
+        id: &str,
+        res: Option<&LinuxResources>,
+    ) -> Result<ContainerCgroup> {
+        let given = cgroups_path.map(normalize).transpose()?;
+        let absolute = cgroups_path.is_some_and(|p| p.is_absolute());
+        let paths = match given.filter(|p| !p.is_empty()) {
+            Some(leaf) if absolute => Paths {
+                leaf,
+                parents: BTreeMap::new(),
+            },
+            leaf => Paths {
+                leaf: leaf.unwrap_or_else(|| format!("kiln/{id}")),
+                parents: own_cgroups()?,
+            },
         };
-        if let Some(res) = res {
-            if let Err(e) = me.apply(res) {
-                let _ = me.remove(Duration::ZERO);
-                return Err(e);
-            }
+        let key = paths.key();
+        let cg = handle(&paths);
+        let me = ContainerCgroup { cg, key };
+        me.cg.create().map_err(|e| err(&me.key, "creating", e))?;
+        let none = LinuxResources::default();
+        if let Err(e) = me.apply(res.unwrap_or(&none)) {
+            let _ = me.remove(Duration::ZERO);
+            return Err(e);
         }
         Ok(me)
     }
 
-    /// A handle on an existing cgroup (for stats, freezing and removal).
-    pub fn load(path: &str) -> ContainerCgroup {
-        let names = CONTROLLERS.iter().map(|s| s.to_string()).collect();
+    /// A handle on an existing cgroup from its [`key`](Self::key) (for stats, freezing and
+    /// removal).
+    pub fn load(key: &str) -> ContainerCgroup {
+        let paths = Paths::parse(key);
         ContainerCgroup {
-            cg: Cgroup::load_with_specified_controllers(hierarchies::auto(), path, names),
-            path: path.to_string(),
+            cg: handle(&paths),
+            key: key.to_string(),
         }
     }
 
-    /// The cgroup path relative to the hierarchy roots.
-    pub fn path(&self) -> &str {
-        &self.path
+    /// The key to persist in the container state: the path relative to the hierarchy roots,
+    /// or (when some hierarchy nests under the creator's cgroup) a JSON description.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
-    /// Applies the config's resource limits.
+    /// Applies the config's resource limits and device rules.
     pub fn apply(&self, res: &LinuxResources) -> Result<()> {
-        let r = to_resources(res);
+        let r = to_resources(res).map_err(|e| err(&self.key, "device rules", e))?;
         self.cg
             .apply(&r)
-            .map_err(|e| err(&self.path, "applying resources", e))
+            .map_err(|e| err(&self.key, "applying resources", e))
     }
 
     /// Moves process `pid` (all its threads) into the cgroup.
     pub fn add(&self, pid: i32) -> Result<()> {
         self.cg
             .add_task_by_tgid(CgroupPid::from(pid as u64))
-            .map_err(|e| err(&self.path, &format!("adding pid {pid}"), e))
+            .map_err(|e| err(&self.key, &format!("adding pid {pid}"), e))
     }
 
     /// Pids of every process in the cgroup.
@@ -100,8 +249,8 @@ impl ContainerCgroup {
         let f: &FreezerController = self
             .cg
             .controller_of()
-            .ok_or_else(|| err(&self.path, "freeze", "no freezer controller"))?;
-        f.freeze().map_err(|e| err(&self.path, "freezing", e))
+            .ok_or_else(|| err(&self.key, "freeze", "no freezer controller"))?;
+        f.freeze().map_err(|e| err(&self.key, "freezing", e))
     }
 
     /// Thaws (resume) every process in the cgroup.
@@ -109,8 +258,8 @@ impl ContainerCgroup {
         let f: &FreezerController = self
             .cg
             .controller_of()
-            .ok_or_else(|| err(&self.path, "thaw", "no freezer controller"))?;
-        f.thaw().map_err(|e| err(&self.path, "thawing", e))
+            .ok_or_else(|| err(&self.key, "thaw", "no freezer controller"))?;
+        f.thaw().map_err(|e| err(&self.key, "thawing", e))
     }
 
     /// Removes the cgroup directories, retrying while exiting processes leave (up to `wait`).
@@ -120,7 +269,7 @@ impl ContainerCgroup {
             match self.cg.delete() {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(err(&self.path, "removing", e));
+                    return Err(err(&self.key, "removing", e));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
@@ -188,9 +337,13 @@ impl ContainerCgroup {
     }
 }
 
-/// Whether the freezer cgroup at `path` is frozen (a cheap direct read; false when unknown).
-pub fn is_frozen(path: &str) -> bool {
-    let p = Path::new(FREEZER_ROOT).join(path).join("freezer.state");
+/// Whether the freezer cgroup of state key `key` is frozen (a cheap direct read; false when
+/// unknown).
+pub fn is_frozen(key: &str) -> bool {
+    let p = Path::new(CGROUP_ROOT)
+        .join("freezer")
+        .join(Paths::parse(key).in_hierarchy("freezer"))
+        .join("freezer.state");
     std::fs::read(p)
         .map(|s| s.starts_with(b"FROZEN"))
         .unwrap_or(false)
@@ -204,9 +357,50 @@ pub fn frozen(cg: &ContainerCgroup) -> bool {
         .is_some_and(|s| matches!(s, FreezerState::Frozen))
 }
 
+/// The device rules a container gets: deny all, then the config's in order, then runc's
+/// default allow list.
+fn device_rules(config: &[LinuxDeviceCgroup]) -> std::result::Result<Vec<DeviceResource>, String> {
+    let rule = |allow, devtype, major, minor, access: &str| {
+        let access = DevicePermissions::from_str(access)
+            .map_err(|_| format!("access {access:?} is not made of r, w and m"))?;
+        Ok::<_, String>(DeviceResource {
+            allow,
+            devtype,
+            major,
+            minor,
+            access,
+        })
+    };
+    let mut out = vec![rule(false, DeviceType::All, -1, -1, "rwm")?];
+    for d in config {
+        let devtype = match d.typ().unwrap_or(LinuxDeviceType::A) {
+            LinuxDeviceType::A => DeviceType::All,
+            LinuxDeviceType::B => DeviceType::Block,
+            LinuxDeviceType::C | LinuxDeviceType::U => DeviceType::Char,
+            LinuxDeviceType::P => {
+                return Err(format!(
+                    "rule {d}: type 'p' (a fifo) is not a device cgroup type (a, b or c)"
+                ))
+            }
+        };
+        let access = d
+            .access()
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .unwrap_or("rwm");
+        let (major, minor) = (d.major().unwrap_or(-1), d.minor().unwrap_or(-1));
+        out.push(rule(d.allow(), devtype, major, minor, access)?);
+    }
+    for &(devtype, major, minor, access) in DEFAULT_DEVICE_RULES {
+        out.push(rule(true, devtype, major, minor, access)?);
+    }
+    Ok(out)
+}
+
 /// Maps the OCI resources onto cgroups-rs' description of them.
-fn to_resources(res: &LinuxResources) -> Resources {
+fn to_resources(res: &LinuxResources) -> std::result::Result<Resources, String> {
     let mut r = Resources::default();
+    r.devices.devices = device_rules(res.devices().as_deref().unwrap_or(&[]))?;
     if let Some(m) = res.memory() {
         r.memory.memory_hard_limit = m.limit();
         r.memory.memory_soft_limit = m.reservation();
@@ -236,5 +430,64 @@ fn to_resources(res: &LinuxResources) -> Resources {
         r.blkio.weight = b.weight();
         r.blkio.leaf_weight = b.leaf_weight();
     }
-    r
+    Ok(r)
+}
+
+/// Mounts the container's view of /sys/fs/cgroup at `dest` (the `cgroup` mount of a config):
+/// a tmpfs holding, for each hierarchy the container's cgroup (state key `key`) is in, a bind
+/// mount of that cgroup's own directory under the hierarchy's name, so nothing above it (no
+/// host cgroup file) is reachable; hierarchies it is not in are absent. The cgroups are
+/// read-only when `flags` has MS_RDONLY, the tmpfs always; nosuid, nodev and noexec always.
+pub fn mount_view(dest: &Path, flags: libc::c_ulong, key: Option<&str>) -> Result<()> {
+    std::fs::create_dir_all(dest).at("creating mount point", dest)?;
+    let ro = flags & libc::MS_RDONLY;
+    let base = flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
+    let tmpfs = Path::new("tmpfs");
+    sys::mount(Some(tmpfs), dest, Some("tmpfs"), base, Some("mode=755"))
+        .at("mounting tmpfs for cgroups on", dest)?;
+    let mut shown = Vec::new();
+    if let Some(key) = key {
+        let cg = ContainerCgroup::load(key);
+        for s in cg.cg.subsystems() {
+            let src = s.to_controller().path();
+            let Some(name) = src
+                .strip_prefix(CGROUP_ROOT)
+                .ok()
+                .and_then(|r| r.components().next())
+                .map(|c| c.as_os_str().to_os_string())
+            else {
+                continue;
+            };
+            if shown.contains(&name) {
+                continue;
+            }
+            let target = dest.join(&name);
+            std::fs::create_dir_all(&target).at("creating cgroup mount point", &target)?;
+            sys::mount(Some(src), &target, None, libc::MS_BIND, None).at(
+                format!("bind-mounting cgroup {} on", src.display()),
+                &target,
+            )?;
+            let fixed = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            let remount = libc::MS_BIND | libc::MS_REMOUNT | fixed | ro;
+            sys::mount(None, &target, None, remount, None)
+                .at("remounting cgroup mount", &target)?;
+            shown.push(name);
+        }
+        // Co-mounted hierarchies keep their aliases (cpu -> cpu,cpuacct) when shown.
+        let root = Path::new(CGROUP_ROOT);
+        for e in std::fs::read_dir(root).at("listing", root)?.flatten() {
+            let Ok(link) = std::fs::read_link(e.path()) else {
+                continue;
+            };
+            if shown.iter().any(|n| link.as_os_str() == n) {
+                let at = dest.join(e.file_name());
+                std::os::unix::fs::symlink(&link, &at).at("creating cgroup alias", &at)?;
+            }
+        }
+    }
+    // The tmpfs itself is read-only either way: nothing may be added beside the hierarchies.
+    let flags = libc::MS_REMOUNT | libc::MS_RDONLY | base;
+    sys::mount(None, dest, None, flags, Some("mode=755"))
+        .at("remounting cgroup tmpfs read-only", dest)?;
+    Ok(())
 }

@@ -169,12 +169,10 @@ impl Runtime {
         };
         let lock = Lock::on(fs::File::open(&dir).at("opening", &dir)?, &dir)?;
 
-        let cg_path = linux
-            .and_then(|l| l.cgroups_path().as_deref())
-            .map(cgroups::normalize)
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| format!("kiln/{id}"));
-        let cg = ContainerCgroup::create(&cg_path, linux.and_then(|l| l.resources().as_ref()))?;
+        let cgroups_path = linux.and_then(|l| l.cgroups_path().as_deref());
+        let resources = linux.and_then(|l| l.resources().as_ref());
+        let cg = ContainerCgroup::create(cgroups_path, id, resources)?;
+        let cg_path = cg.key().to_string();
         guard.cgroup = Some(cg);
 
         let fifo = dir.join(EXEC_FIFO);

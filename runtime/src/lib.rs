@@ -19,6 +19,7 @@ mod namespaces;
 mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod spec;
 pub mod state;
 mod sync;
 mod sys;

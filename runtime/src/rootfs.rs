@@ -198,7 +198,7 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
             .at("remounting bind mount with its flags", &dest)?;
         }
     } else if typ == "cgroup" {
-        mount_cgroup_v1(&dest, &o, ctx)?;
+        crate::cgroups::mount_view(&dest, o.flags, ctx.cgroup)?;
     } else {
         make_target(&dest, true)?;
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
@@ -279,78 +279,6 @@ fn make_target(dest: &Path, dir: bool) -> Result<()> {
             .mode(0o644)
             .open(dest)
             .at("creating mount point file", dest)?;
-    }
-    Ok(())
-}
-
-/// A `cgroup` mount on a v1 host: a tmpfs with the container's own cgroup of each hierarchy
-/// bind-mounted under its name (what runc shows inside a container).
-fn mount_cgroup_v1(dest: &Path, o: &MountOpts, ctx: &MountCtx) -> Result<()> {
-    make_target(dest, true)?;
-    let ro = o.flags & libc::MS_RDONLY;
-    let base = o.flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
-    sys::mount(
-        Some(Path::new("tmpfs")),
-        dest,
-        Some("tmpfs"),
-        base,
-        Some("mode=755"),
-    )
-    .at("mounting tmpfs for cgroups on", dest)?;
-    let rel = ctx.cgroup.unwrap_or("");
-    let entries = fs::read_dir("/sys/fs/cgroup").at("listing", "/sys/fs/cgroup")?;
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let host = e.path();
-        let ft = match e.file_type() {
-            Ok(t) => t,
-            Err(_) => continue,
-        };
-        let target = dest.join(&name);
-        if ft.is_symlink() {
-            if let Ok(t) = fs::read_link(&host) {
-                let _ = symlink(t, &target);
-            }
-            continue;
-        }
-        let src = host.join(rel);
-        let src = if src.is_dir() { src } else { host };
-        fs::create_dir_all(&target).at("creating cgroup mount point", &target)?;
-        sys::mount(
-            Some(&src),
-            &target,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )
-        .at(
-            format!("bind-mounting cgroup {} on", src.display()),
-            &target,
-        )?;
-        sys::mount(
-            None,
-            &target,
-            None,
-            libc::MS_BIND
-                | libc::MS_REMOUNT
-                | base
-                | ro
-                | libc::MS_NOSUID
-                | libc::MS_NODEV
-                | libc::MS_NOEXEC,
-            None,
-        )
-        .at("remounting cgroup mount", &target)?;
-    }
-    if ro != 0 {
-        sys::mount(
-            None,
-            dest,
-            None,
-            libc::MS_REMOUNT | base | ro,
-            Some("mode=755"),
-        )
-        .at("remounting cgroup tmpfs read-only", dest)?;
     }
     Ok(())
 }

@@ -44,6 +44,13 @@ impl Bundle {
             id,
         };
         b.config["process"]["args"] = json!(args);
+        // `kiln spec` is runc's template (a terminal, no cgroup namespace): tests read stdout
+        // and expect their own cgroup namespace.
+        b.config["process"]["terminal"] = json!(false);
+        b.config["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .push(json!({"type": "cgroup"}));
         b.config["linux"]["cgroupsPath"] = json!(format!("kiln-test/{}", b.id));
         b
     }
