@@ -418,8 +418,7 @@ fn spec(bundle: &Path) -> Result<()> {
     if path.exists() {
         bail!("{} exists: remove it first", path.display());
     }
-    let s = kiln_runtime::spec::default_spec();
-    std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
+    std::fs::write(&path, kiln_runtime::spec::DEFAULT_SPEC_JSON)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
