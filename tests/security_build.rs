@@ -33,7 +33,8 @@ echo "probe-ifaces=$(sed 1,2d /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | t
 for h in 127.0.0.1 10.0.2.2; do
   if echo hi | nc -w 3 "$h" "$PROBE_PORT"; then echo "probe-reached-$h"; else echo "probe-blocked-$h"; fi
 done
-if wget -q -T 20 -O /dev/null https://pypi.org/simple/pip/; then echo probe-registry-ok; else echo probe-registry-failed; fi
+if echo | timeout 20 openssl s_client -connect pypi.org:443 -servername pypi.org 2>&1 | grep -q '^New, TLS'; then
+  echo probe-registry-ok; else echo probe-registry-failed; fi
 echo "probe-resolv=$(grep nameserver /etc/resolv.conf | tr '\n' ' ')"
 "#;
 
@@ -104,11 +105,32 @@ timeout = 60
     }
 }
 
-/// A sandbox whose store has the busybox base (fake python3 and the probe) as `busybox:latest`.
+/// Copies the host's `program` and the libraries it links into `rootfs`, at the same paths.
+fn copy_with_libs(rootfs: &Path, program: &str) {
+    assert!(
+        Path::new(program).exists(),
+        "{program} is missing on the host (scripts/setup installs it)"
+    );
+    let ldd = Command::new("ldd").arg(program).output().expect("ldd");
+    assert!(ldd.status.success(), "ldd {program}: {ldd:?}");
+    let text = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    let libs = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')));
+    for file in std::iter::once(program).chain(libs) {
+        let dest = rootfs.join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(file, &dest).unwrap_or_else(|e| panic!("copy {file}: {e}"));
+    }
+}
+
+/// A sandbox whose store has the busybox base (fake python3, the probe and the host's openssl
+/// for a TLS handshake) as `busybox:latest`.
 fn sandbox() -> Sandbox {
     let sb = Sandbox::new();
     let rootfs = sb.dir.path().join("rootfs");
     busybox_rootfs(&rootfs);
+    copy_with_libs(&rootfs, "/usr/bin/openssl");
     for (name, text) in [("python3", FAKE_PYTHON), ("probe-net", PROBE_NET)] {
         let p = rootfs.join("bin").join(name);
         std::fs::write(&p, text).expect("write script");
@@ -164,8 +186,7 @@ fn live_processes(program: &str) -> Vec<String> {
 /// Whether any process is in the network namespace `ns` (`net:[inode]`).
 fn netns_in_use(ns: &str) -> bool {
     names(Path::new("/proc")).into_iter().any(|p| {
-        std::fs::read_link(format!("/proc/{p}/ns/net"))
-            .is_ok_and(|l| l.to_string_lossy() == ns)
+        std::fs::read_link(format!("/proc/{p}/ns/net")).is_ok_and(|l| l.to_string_lossy() == ns)
     })
 }
 
@@ -228,7 +249,10 @@ fn a_build_hook_cannot_make_or_use_device_nodes_and_the_host_is_unchanged() {
     assert!(log.contains("attack-finished"), "the hook ran: {log}");
     let attacks: Vec<&str> = log.lines().filter(|l| l.starts_with("ATTACK-")).collect();
     assert_eq!(attacks, Vec::<&str>::new(), "log: {log}");
-    assert!(!dmesg().contains(&format!("kiln-attack-{mark}")), "kmsg got the mark");
+    assert!(
+        !dmesg().contains(&format!("kiln-attack-{mark}")),
+        "kmsg got the mark"
+    );
     assert_eq!(names(Path::new("/dev")), host_dev, "host /dev changed");
     // The hook's layer holds no device node either.
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
@@ -250,7 +274,9 @@ fn a_build_hook_cannot_make_or_use_device_nodes_and_the_host_is_unchanged() {
     assert!(listing.status.success());
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(
-        !listing.lines().any(|l| l.starts_with('c') || l.starts_with('b')),
+        !listing
+            .lines()
+            .any(|l| l.starts_with('c') || l.starts_with('b')),
         "{listing}"
     );
     assert_nothing_left(&sb, "devprobe");
@@ -308,7 +334,9 @@ impl Drop for LoopbackService {
 /// The values of `probe-<key>=` lines in `log`.
 fn probed<'a>(log: &'a str, key: &str) -> Vec<&'a str> {
     let prefix = format!("probe-{key}=");
-    log.lines().filter_map(|l| l.strip_prefix(&prefix)).collect()
+    log.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect()
 }
 
 /// Builds a repository whose dependency and flavor steps probe the network (the dependency
@@ -335,8 +363,14 @@ fn probe_network(service: &str, fail: bool) -> (Output, String) {
     assert_eq!(netns.len(), steps, "one probe per network step: {log}");
     for ns in &netns {
         assert!(ns.starts_with("net:["), "{log}");
-        assert_ne!(*ns, host_ns, "a network step ran in the host's namespace: {log}");
-        assert!(!netns_in_use(ns), "the step's namespace {ns} outlived the build");
+        assert_ne!(
+            *ns, host_ns,
+            "a network step ran in the host's namespace: {log}"
+        );
+        assert!(
+            !netns_in_use(ns),
+            "the step's namespace {ns} outlived the build"
+        );
     }
     assert_eq!(probed(&log, "ifaces"), vec!["lo tap0 "; steps], "{log}");
     assert_eq!(
@@ -450,7 +484,10 @@ fn a_build_on_a_terminal_is_single_threaded_while_its_step_containers_exist() {
         let _ = s.read_to_string(&mut out);
     }
     assert!(status.success(), "kiln build on a pty failed: {out}");
-    assert!(out.contains("ttyprobe"), "progress was shown on the terminal: {out}");
+    assert!(
+        out.contains("ttyprobe"),
+        "progress was shown on the terminal: {out}"
+    );
     assert!(
         samples.len() >= 20,
         "the test saw kiln with a step container only {} times",

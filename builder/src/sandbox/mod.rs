@@ -23,8 +23,8 @@ use oci_spec::runtime::{
     Spec, User,
 };
 
-pub use error::SandboxError;
 use error::io_err;
+pub use error::SandboxError;
 use net::UserNet;
 
 /// How often the sandbox looks at the container (and calls the caller's watcher).
@@ -60,15 +60,15 @@ const CAPS: [Capability; 7] = [
 /// The devices a step may use (device cgroup, after a deny-all rule): the standard `/dev`
 /// nodes, as (major, minor or any, access). No mknod (`m`) for any of them.
 const DEVICES: [(i64, Option<i64>); 9] = [
-    (1, Some(3)),  // null
-    (1, Some(5)),  // zero
-    (1, Some(7)),  // full
-    (1, Some(8)),  // random
-    (1, Some(9)),  // urandom
-    (5, Some(0)),  // tty
-    (5, Some(1)),  // console
-    (5, Some(2)),  // ptmx
-    (136, None),   // pts/*
+    (1, Some(3)), // null
+    (1, Some(5)), // zero
+    (1, Some(7)), // full
+    (1, Some(8)), // random
+    (1, Some(9)), // urandom
+    (5, Some(0)), // tty
+    (5, Some(1)), // console
+    (5, Some(2)), // ptmx
+    (136, None),  // pts/*
 ];
 
 /// One build-time command to run in a step container.
@@ -376,9 +376,13 @@ fn run_container(
     watch: &mut dyn FnMut(),
 ) -> Result<Outcome, SandboxError> {
     ensure_single_threaded()?;
-    let created =
-        job.runtime
-            .create_from_spec(&job.id, job.bundle, spec, &CreateOptions::default(), false)?;
+    let created = job.runtime.create_from_spec(
+        &job.id,
+        job.bundle,
+        spec,
+        &CreateOptions::default(),
+        false,
+    )?;
     let mut guard = ContainerGuard(Some(created.container));
     let Some(container) = guard.0.as_mut() else {
         unreachable!("the guard was just filled")
@@ -511,14 +515,26 @@ mod tests {
             .map(|n| n.typ())
             .collect();
         assert!(kinds.contains(&LinuxNamespaceType::Network));
-        let rules = linux.resources().as_ref().unwrap().devices().clone().unwrap();
+        let rules = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
         assert!(!rules[0].allow() && rules[0].typ().is_none());
-        assert!(rules[1..].iter().all(|r| r.allow()
-            && r.access().as_deref() == Some("rw")
-            && r.major() != Some(10)));
+        assert!(rules[1..]
+            .iter()
+            .all(|r| r.allow() && r.access().as_deref() == Some("rw") && r.major() != Some(10)));
 
         let other = spec(&job_for(&runtime, bundle, 1000), bundle, Vec::new()).unwrap();
-        let caps = other.process().as_ref().unwrap().capabilities().clone().unwrap();
+        let caps = other
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
         assert!(caps.bounding().as_ref().unwrap().is_empty());
     }
 }
