@@ -52,7 +52,7 @@ pub enum StepFailure {
     Runtime(#[from] kiln_runtime::Error),
     /// The build sandbox could not run the step.
     #[error(transparent)]
-    Sandbox(#[from] SandboxError),
+    Sandbox(Box<SandboxError>),
     /// Reading the source from git failed.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -87,6 +87,12 @@ pub enum StepFailure {
         /// The last lines of the step's output.
         tail: Vec<String>,
     },
+}
+
+impl From<SandboxError> for StepFailure {
+    fn from(e: SandboxError) -> StepFailure {
+        StepFailure::Sandbox(Box::new(e))
+    }
 }
 
 /// `"; last lines:\n  …"` or nothing.
