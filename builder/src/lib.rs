@@ -6,5 +6,6 @@ pub mod exec;
 pub mod key;
 pub mod plan;
 pub mod project;
+pub mod sandbox;
 pub mod source;
 pub mod vendor;

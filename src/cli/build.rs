@@ -3,7 +3,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -226,8 +225,15 @@ impl Progress for Display {
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             pb.set_message(format!("{service}: {step}"));
-            pb.enable_steady_tick(Duration::from_millis(100));
             self.current = Some(pb);
+        }
+    }
+
+    fn tick(&mut self) {
+        // Redrawn from the build's own thread: no ticker thread (step containers are cloned
+        // from this process, which must be single-threaded then).
+        if let Some(pb) = &self.current {
+            pb.tick();
         }
     }
 

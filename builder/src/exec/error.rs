@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cache::CacheError;
+use crate::sandbox::SandboxError;
 use crate::source::SourceError;
 
 /// Why a build of one service (or a step of it) failed.
@@ -49,6 +50,9 @@ pub enum StepFailure {
     /// The runtime could not run the step's container.
     #[error("container: {0}")]
     Runtime(#[from] kiln_runtime::Error),
+    /// The build sandbox could not run the step.
+    #[error(transparent)]
+    Sandbox(Box<SandboxError>),
     /// Reading the source from git failed.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -83,6 +87,12 @@ pub enum StepFailure {
         /// The last lines of the step's output.
         tail: Vec<String>,
     },
+}
+
+impl From<SandboxError> for StepFailure {
+    fn from(e: SandboxError) -> StepFailure {
+        StepFailure::Sandbox(Box::new(e))
+    }
 }
 
 /// `"; last lines:\n  …"` or nothing.

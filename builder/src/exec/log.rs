@@ -119,6 +119,11 @@ impl<'a> StepLog<'a> {
         }
     }
 
+    /// Tells the progress display that the step is still running.
+    pub(crate) fn tick(&mut self) {
+        self.progress.tick();
+    }
+
     /// Hands on a last line without a newline.
     pub(crate) fn finish(&mut self) {
         if !self.partial.is_empty() {

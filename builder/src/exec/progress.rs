@@ -10,6 +10,10 @@ pub trait Progress {
     fn step_started(&mut self, _service: &str, _step: &str) {}
     /// A line of a running step's output.
     fn output(&mut self, _service: &str, _step: &str, _line: &str) {}
+    /// A step is still running: called every 100 ms or so from the thread that runs the build
+    /// (a display redraws its spinner here; the builder runs no thread of its own, and a ticker
+    /// thread would stop the runtime from creating the step's container).
+    fn tick(&mut self) {}
     /// A step is done.
     fn step_finished(&mut self, _service: &str, _step: &StepReport) {}
     /// A service is built (or tagged from the cache).

@@ -161,7 +161,8 @@ pub struct RunStep {
     pub commands: Vec<Vec<String>>,
     /// Working directory.
     pub workdir: String,
-    /// Whether the step reaches the network through the host; otherwise a netns with only lo.
+    /// Whether the step reaches the network: its own namespace through slirp4netns (never the
+    /// host's namespace or loopback); otherwise a namespace with only lo.
     pub network: bool,
     /// Time limit for the whole step, in seconds.
     pub timeout_secs: u64,

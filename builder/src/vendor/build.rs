@@ -171,7 +171,7 @@ pub fn build(name: &str, opts: &BuildOptions) -> Result<BuildReport> {
                 work: scratch.path().join("work"),
                 merged: scratch.path().join("merged"),
             };
-            sandbox::run(step, &ov)?;
+            sandbox::run(step, &ov, scratch.path())?;
         }
         plans.push(LayerPlan {
             dir: upper,

@@ -127,6 +127,14 @@ pub enum VendorError {
         /// What went wrong.
         reason: String,
     },
+    /// The build sandbox could not run a `run` step.
+    #[error("run step {args:?}: {source}")]
+    Sandbox {
+        /// The step's command line.
+        args: Vec<String>,
+        /// What went wrong.
+        source: crate::sandbox::SandboxError,
+    },
     /// The OCI store refused something.
     #[error("store: {0}")]
     Store(String),

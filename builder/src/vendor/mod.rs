@@ -8,7 +8,7 @@
 //! deb.rs      ar + data.tar.{xz,zst,gz} reading
 //! unpack.rs   safe unpacking into a layer directory (merged /usr, path filters)
 //! setup.rs    skeleton, users, dirs, symlinks, files (what maintainer scripts would do)
-//! sandbox.rs  build-time run steps in an overlay + chroot
+//! sandbox.rs  build-time run steps as containers of the build sandbox (crate::sandbox)
 //! image.rs    layers, config, labels, tags in kiln's OCI store
 //! build.rs    the whole build
 //! ```
