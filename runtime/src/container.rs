@@ -147,6 +147,7 @@ impl Runtime {
         let linux = spec.linux().as_ref();
         let prepared = Prepared::new(process, linux.and_then(|l| l.seccomp().as_ref()))?;
         let plan = Plan::new(linux)?;
+        crate::sysctl::validate(spec)?;
 
         fs::DirBuilder::new()
             .recursive(true)

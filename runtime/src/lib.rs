@@ -22,6 +22,7 @@ pub mod seccomp;
 pub mod state;
 mod sync;
 mod sys;
+mod sysctl;
 mod tty;
 
 pub use container::{load_spec, Container, CreateOptions, Created, Runtime};
