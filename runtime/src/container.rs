@@ -260,9 +260,12 @@ impl Runtime {
         st.pid = pid;
         let mut pty = None;
         loop {
-            let (msg, fd) = chan
-                .recv()
-                .map_err(|e| Error::Init(format!("init exited during setup ({e})")))?;
+            let (msg, fd) = chan.recv().map_err(|e| {
+                init_failure(
+                    &chan,
+                    Error::Init(format!("init exited during setup ({e})")),
+                )
+            })?;
             match msg {
                 Msg::RunHooks => {
                     let s = st.oci_json(Status::Created);

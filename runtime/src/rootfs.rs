@@ -172,7 +172,7 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
         let src_fd =
             sys::open(&src, libc::O_PATH | libc::O_CLOEXEC, 0).at("opening bind source", &src)?;
         let is_dir = fstat(src_fd.as_fd())
-            .map_err(io_err)
+            .map_err(std::io::Error::from)
             .at("stat bind source", &src)?
             .st_mode
             & libc::S_IFMT
@@ -259,10 +259,6 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
     Ok(())
 }
 
-fn io_err(e: Errno) -> std::io::Error {
-    std::io::Error::from_raw_os_error(e as i32)
-}
-
 /// Flags of the mount an fd is on that an unprivileged remount may not clear.
 fn locked_flags(fd: &OwnedFd) -> libc::c_ulong {
     let Ok(st) = fstatvfs(fd.as_fd()) else {
@@ -336,10 +332,12 @@ fn mount_cgroup_v1(root: &Root, dest: &Path, o: &MountOpts, ctx: &MountCtx) -> R
             Mode::from_bits_truncate(0o755),
         ) {
             Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(io_err(e)).at("creating cgroup mount point", &shown),
+            Err(e) => {
+                return Err(std::io::Error::from(e)).at("creating cgroup mount point", &shown)
+            }
         }
         let point = open_child_dir(&tmpfs, &name)
-            .map_err(io_err)
+            .map_err(std::io::Error::from)
             .at("opening cgroup mount point", &shown)?;
         mount_on(
             Some(&src),
@@ -351,7 +349,7 @@ fn mount_cgroup_v1(root: &Root, dest: &Path, o: &MountOpts, ctx: &MountCtx) -> R
             &shown,
         )?;
         let mounted = open_child_dir(&tmpfs, &name)
-            .map_err(io_err)
+            .map_err(std::io::Error::from)
             .at("opening cgroup mount", &shown)?;
         mount_on(
             None,
@@ -461,7 +459,9 @@ pub fn setup_dev(rootfs: &Path, devices: &[LinuxDevice], userns: bool) -> Result
         }
         match symlinkat(target, dev.as_fd(), link) {
             Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(io_err(e)).at(format!("linking {target} at"), &shown),
+            Err(e) => {
+                return Err(std::io::Error::from(e)).at(format!("linking {target} at"), &shown)
+            }
         }
     }
     Ok(())
@@ -496,7 +496,7 @@ fn make_device(root: &Root, p: &Path, node: &Node, userns: bool) -> Result<()> {
         node.dev,
     );
     umask(old);
-    r.map_err(io_err).at("mknod", p)?;
+    r.map_err(std::io::Error::from).at("mknod", p)?;
     fchownat(
         parent.as_fd(),
         name.as_os_str(),
@@ -504,7 +504,7 @@ fn make_device(root: &Root, p: &Path, node: &Node, userns: bool) -> Result<()> {
         Some(Gid::from_raw(node.gid)),
         AtFlags::AT_SYMLINK_NOFOLLOW,
     )
-    .map_err(io_err)
+    .map_err(std::io::Error::from)
     .at("chown", p)
 }
 
@@ -517,7 +517,9 @@ pub fn create_cwd(rootfs: &Path, cwd: &Path) -> Result<()> {
 /// pivot_root or setns): the directory opened is the one entered, by fchdir. For `exec --cwd`.
 pub fn chdir_in_root(cwd: &Path) -> Result<()> {
     let dir = Root::open(Path::new("/"))?.resolve(cwd, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
-    fchdir(dir.as_fd()).map_err(io_err).at("chdir to", cwd)
+    fchdir(dir.as_fd())
+        .map_err(std::io::Error::from)
+        .at("chdir to", cwd)
 }
 
 /// Makes `rootfs` the root: pivot_root, then detach the old root.
@@ -555,7 +557,9 @@ fn check_procfs() -> Result<()> {
     let proc = Path::new("/proc");
     let fd = sys::open(proc, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)
         .at("opening", proc)?;
-    let st = fstatfs(fd.as_fd()).map_err(io_err).at("statfs", proc)?;
+    let st = fstatfs(fd.as_fd())
+        .map_err(std::io::Error::from)
+        .at("statfs", proc)?;
     if st.filesystem_type() != PROC_SUPER_MAGIC {
         return Err(Error::Config(
             "maskedPaths/readonlyPaths need procfs mounted at /proc in the container".into(),
@@ -583,7 +587,9 @@ fn open_existing(paths: &[String]) -> Result<Vec<(&Path, OwnedFd)>> {
 /// Hides each path: /dev/null over files, an empty read-only tmpfs over directories.
 pub fn mask_paths(paths: &[String]) -> Result<()> {
     for (path, fd) in open_existing(paths)? {
-        let st = fstat(fd.as_fd()).map_err(io_err).at("stat", path)?;
+        let st = fstat(fd.as_fd())
+            .map_err(std::io::Error::from)
+            .at("stat", path)?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             mount_on(
                 Some(Path::new("tmpfs")),

@@ -152,7 +152,7 @@ pub fn apply(sysctl: &HashMap<String, String>) -> Result<()> {
         let rel: PathBuf = key_parts(k)?.iter().collect();
         let shown = base.join(&rel);
         let fd = openat2(&dir, &rel, how)
-            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            .map_err(std::io::Error::from)
             .at(format!("opening sysctl {k} at"), &shown)?;
         std::fs::File::from(fd)
             .write_all(v.as_bytes())

@@ -36,10 +36,6 @@ pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-fn io_err(e: Errno) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
-}
-
 /// The components of `p` relative to the root (`/`, `.` and empty components dropped).
 fn components(p: &Path) -> Vec<OsString> {
     p.components()
@@ -68,7 +64,7 @@ impl Root {
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(io_err)
+        .map_err(io::Error::from)
         .at("opening rootfs", path)?;
         Ok(Root {
             fd,
@@ -86,7 +82,7 @@ impl Root {
     /// longer than the kernel's limit fails with ELOOP naming `p`.
     pub fn resolve(&self, p: &Path, flags: OFlag) -> Result<OwnedFd> {
         self.openat2(&join(&components(p)), flags)
-            .map_err(io_err)
+            .map_err(io::Error::from)
             .at("resolving inside the rootfs", p)
     }
 
@@ -96,7 +92,7 @@ impl Root {
         match self.openat2(&join(&components(p)), flags) {
             Ok(fd) => Ok(Some(fd)),
             Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
-            Err(e) => Err(io_err(e)).at("resolving inside the rootfs", p),
+            Err(e) => Err(io::Error::from(e)).at("resolving inside the rootfs", p),
         }
     }
 
@@ -133,22 +129,18 @@ impl Root {
     /// The parent directory of `p` (created if missing) and `p`'s last component, for the
     /// *at() calls that make or replace `p` itself without following it.
     pub fn parent_of(&self, p: &Path) -> Result<(OwnedFd, OsString)> {
-        let mut comps = components(p);
-        let name = match comps.pop() {
-            Some(n) if n != ".." => n,
-            _ => {
-                return Err(Error::Config(format!(
-                    "path {} names no file inside the rootfs",
-                    p.display()
-                )))
-            }
-        };
-        Ok((self.mkdir_all(&join(&comps))?, name))
+        match (p.parent(), p.file_name()) {
+            (Some(parent), Some(name)) => Ok((self.mkdir_all(parent)?, name.to_os_string())),
+            _ => Err(Error::Config(format!(
+                "path {} names no file inside the rootfs",
+                p.display()
+            ))),
+        }
     }
 
     fn ensure(&self, p: &Path, kind: Kind) -> Result<OwnedFd> {
         self.ensure_inner(p, kind)
-            .map_err(io_err)
+            .map_err(io::Error::from)
             .at("resolving inside the rootfs", p)
     }
 
