@@ -291,3 +291,17 @@ fn a_component_swapped_for_a_host_symlink_never_gets_the_mount() {
     assert!(ran > 0, "no container ran in {iterations} iterations");
     host.assert_untouched("after the race");
 }
+
+#[test]
+fn nested_readonly_paths_are_each_read_only() {
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "touch /ro/a 2>/dev/null && echo ro-rw || echo ro-ro; \
+         touch /ro/sub/b 2>/dev/null && echo sub-rw || echo sub-ro",
+    ]);
+    std::fs::create_dir_all(b.rootfs().join("ro/sub")).expect("mkdir");
+    b.config["linux"]["readonlyPaths"] = json!(["/ro", "/ro/sub"]);
+    let out = b.run_ok();
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["ro-ro", "sub-ro"], "{out}");
+}

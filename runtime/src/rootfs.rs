@@ -568,25 +568,32 @@ fn check_procfs() -> Result<()> {
     Ok(())
 }
 
-/// Opens each path of `paths` that exists inside the current root `/` (the container's).
-fn open_existing(paths: &[String]) -> Result<Vec<(&Path, OwnedFd)>> {
+/// Calls `f` with each path of `paths` that exists inside the current root `/` (the
+/// container's) and an fd of it, opened just before `f` uses it: a mount made for an earlier
+/// path (a parent of a later one) is seen through.
+fn for_each_existing(
+    paths: &[String],
+    mut f: impl FnMut(&Root, &Path, OwnedFd) -> Result<()>,
+) -> Result<()> {
     let root = Root::open(Path::new("/"))?;
-    let mut out = Vec::new();
+    let mut procfs_checked = false;
     for p in paths {
         let p = Path::new(p);
-        if let Some(fd) = root.resolve_existing(p, OFlag::O_PATH)? {
-            out.push((p, fd));
+        let Some(fd) = root.resolve_existing(p, OFlag::O_PATH)? else {
+            continue;
+        };
+        if !procfs_checked {
+            check_procfs()?;
+            procfs_checked = true;
         }
+        f(&root, p, fd)?;
     }
-    if !out.is_empty() {
-        check_procfs()?;
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// Hides each path: /dev/null over files, an empty read-only tmpfs over directories.
 pub fn mask_paths(paths: &[String]) -> Result<()> {
-    for (path, fd) in open_existing(paths)? {
+    for_each_existing(paths, |_, path, fd| {
         let st = fstat(fd.as_fd())
             .map_err(std::io::Error::from)
             .at("stat", path)?;
@@ -599,7 +606,7 @@ pub fn mask_paths(paths: &[String]) -> Result<()> {
                 None,
                 "masking",
                 path,
-            )?;
+            )
         } else {
             mount_on(
                 Some(Path::new("/dev/null")),
@@ -609,19 +616,16 @@ pub fn mask_paths(paths: &[String]) -> Result<()> {
                 None,
                 "masking",
                 path,
-            )?;
+            )
         }
-    }
-    Ok(())
+    })
 }
 
 /// Bind-mounts each path read-only onto itself.
 pub fn readonly_paths(paths: &[String]) -> Result<()> {
-    let root = Root::open(Path::new("/"))?;
-    for (path, fd) in open_existing(paths)? {
-        let here = fd_path(&fd);
+    for_each_existing(paths, |root, path, fd| {
         mount_on(
-            Some(&here),
+            Some(&fd_path(&fd)),
             &fd,
             None,
             libc::MS_BIND | libc::MS_REC,
@@ -629,9 +633,8 @@ pub fn readonly_paths(paths: &[String]) -> Result<()> {
             "bind-mounting read-only path",
             path,
         )?;
-        remount_ro_fd(&root.resolve(path, OFlag::O_PATH)?, path)?;
-    }
-    Ok(())
+        remount_ro_fd(&root.resolve(path, OFlag::O_PATH)?, path)
+    })
 }
 
 /// Remounts the mount at `p` read-only, keeping its other (possibly locked) flags.
