@@ -303,5 +303,9 @@ fn nested_readonly_paths_are_each_read_only() {
     std::fs::create_dir_all(b.rootfs().join("ro/sub")).expect("mkdir");
     b.config["linux"]["readonlyPaths"] = json!(["/ro", "/ro/sub"]);
     let out = b.run_ok();
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["ro-ro", "sub-ro"], "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["ro-ro", "sub-ro"],
+        "{out}"
+    );
 }
