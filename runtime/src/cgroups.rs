@@ -8,6 +8,7 @@
 //! cannot escape that limit.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -433,61 +434,47 @@ fn to_resources(res: &LinuxResources) -> std::result::Result<Resources, String> 
     Ok(r)
 }
 
-/// Mounts the container's view of /sys/fs/cgroup at `dest` (the `cgroup` mount of a config):
-/// a tmpfs holding, for each hierarchy the container's cgroup (state key `key`) is in, a bind
-/// mount of that cgroup's own directory under the hierarchy's name, so nothing above it (no
-/// host cgroup file) is reachable; hierarchies it is not in are absent. The cgroups are
-/// read-only when `flags` has MS_RDONLY, the tmpfs always; nosuid, nodev and noexec always.
-pub fn mount_view(dest: &Path, flags: libc::c_ulong, key: Option<&str>) -> Result<()> {
-    std::fs::create_dir_all(dest).at("creating mount point", dest)?;
-    let ro = flags & libc::MS_RDONLY;
-    let base = flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
-    let tmpfs = Path::new("tmpfs");
-    sys::mount(Some(tmpfs), dest, Some("tmpfs"), base, Some("mode=755"))
-        .at("mounting tmpfs for cgroups on", dest)?;
-    let mut shown = Vec::new();
-    if let Some(key) = key {
-        let cg = ContainerCgroup::load(key);
-        for s in cg.cg.subsystems() {
-            let src = s.to_controller().path();
-            let Some(name) = src
-                .strip_prefix(CGROUP_ROOT)
-                .ok()
-                .and_then(|r| r.components().next())
-                .map(|c| c.as_os_str().to_os_string())
-            else {
-                continue;
-            };
-            if shown.contains(&name) {
-                continue;
-            }
-            let target = dest.join(&name);
-            std::fs::create_dir_all(&target).at("creating cgroup mount point", &target)?;
-            sys::mount(Some(src), &target, None, libc::MS_BIND, None).at(
-                format!("bind-mounting cgroup {} on", src.display()),
-                &target,
-            )?;
-            let fixed = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            let remount = libc::MS_BIND | libc::MS_REMOUNT | fixed | ro;
-            sys::mount(None, &target, None, remount, None)
-                .at("remounting cgroup mount", &target)?;
-            shown.push(name);
-        }
-        // Co-mounted hierarchies keep their aliases (cpu -> cpu,cpuacct) when shown.
-        let root = Path::new(CGROUP_ROOT);
-        for e in std::fs::read_dir(root).at("listing", root)?.flatten() {
-            let Ok(link) = std::fs::read_link(e.path()) else {
-                continue;
-            };
-            if shown.iter().any(|n| link.as_os_str() == n) {
-                let at = dest.join(e.file_name());
-                std::os::unix::fs::symlink(&link, &at).at("creating cgroup alias", &at)?;
-            }
+/// What a container's /sys/fs/cgroup shows (the `cgroup` mount of a config): for each
+/// hierarchy its cgroup (state key `key`) is in, that cgroup's own directory under the
+/// hierarchy's name, so nothing above it (no host cgroup file) is reachable, plus the aliases
+/// of co-mounted hierarchies (cpu -> cpu,cpuacct). Hierarchies it is not in are absent.
+#[derive(Debug, Default)]
+pub struct CgroupView {
+    /// (name under the view, the container's cgroup directory on the host).
+    pub dirs: Vec<(OsString, PathBuf)>,
+    /// (alias name under the view, the name it links to).
+    pub aliases: Vec<(OsString, PathBuf)>,
+}
+
+/// The view of /sys/fs/cgroup for the container whose cgroup state key is `key`.
+pub fn view(key: Option<&str>) -> Result<CgroupView> {
+    let mut v = CgroupView::default();
+    let Some(key) = key else {
+        return Ok(v);
+    };
+    let cg = ContainerCgroup::load(key);
+    for s in cg.cg.subsystems() {
+        let src = s.to_controller().path();
+        let Some(name) = src
+            .strip_prefix(CGROUP_ROOT)
+            .ok()
+            .and_then(|r| r.components().next())
+            .map(|c| c.as_os_str().to_os_string())
+        else {
+            continue;
+        };
+        if !v.dirs.iter().any(|(n, _)| *n == name) {
+            v.dirs.push((name, src.to_path_buf()));
         }
     }
-    // The tmpfs itself is read-only either way: nothing may be added beside the hierarchies.
-    let flags = libc::MS_REMOUNT | libc::MS_RDONLY | base;
-    sys::mount(None, dest, None, flags, Some("mode=755"))
-        .at("remounting cgroup tmpfs read-only", dest)?;
-    Ok(())
+    let root = Path::new(CGROUP_ROOT);
+    for e in std::fs::read_dir(root).at("listing", root)?.flatten() {
+        let Ok(link) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        if v.dirs.iter().any(|(n, _)| link.as_os_str() == n) {
+            v.aliases.push((e.file_name(), link));
+        }
+    }
+    Ok(v)
 }

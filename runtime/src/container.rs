@@ -147,6 +147,7 @@ impl Runtime {
         let linux = spec.linux().as_ref();
         let prepared = Prepared::new(process, linux.and_then(|l| l.seccomp().as_ref()))?;
         let plan = Plan::new(linux)?;
+        crate::sysctl::validate(spec)?;
 
         fs::DirBuilder::new()
             .recursive(true)
@@ -257,9 +258,12 @@ impl Runtime {
         st.pid = pid;
         let mut pty = None;
         loop {
-            let (msg, fd) = chan
-                .recv()
-                .map_err(|e| Error::Init(format!("init exited during setup ({e})")))?;
+            let (msg, fd) = chan.recv().map_err(|e| {
+                init_failure(
+                    &chan,
+                    Error::Init(format!("init exited during setup ({e})")),
+                )
+            })?;
             match msg {
                 Msg::RunHooks => {
                     let s = st.oci_json(Status::Created);

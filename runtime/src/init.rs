@@ -92,10 +92,7 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
         .unwrap_or(0);
 
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
-        for (k, v) in sysctl {
-            let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-            std::fs::write(&p, v).at(format!("setting sysctl {k}={v} via"), &p)?;
-        }
+        crate::sysctl::apply(sysctl)?;
     }
     if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
         let p = Path::new("/proc/self/oom_score_adj");
@@ -137,8 +134,7 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
             let devices = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
             rootfs::setup_dev(a.rootfs, devices, userns)?;
         }
-        let cwd = rootfs::resolve_in_root(a.rootfs, a.process.cwd());
-        std::fs::create_dir_all(&cwd).at("creating process.cwd", &cwd)?;
+        rootfs::create_cwd(a.rootfs, a.process.cwd())?;
     }
     expect(&a.chan, Msg::CgroupJoined)?;
     if a.plan.new_cgroupns {

@@ -23,6 +23,7 @@ pub mod spec;
 pub mod state;
 mod sync;
 mod sys;
+mod sysctl;
 mod tty;
 
 pub use container::{load_spec, Container, CreateOptions, Created, Runtime};

@@ -1,11 +1,22 @@
 //! The container's root filesystem: config mounts in order, devices, /dev links, pivot_root,
 //! masked and read-only paths, root propagation and read-only root.
 
-use std::fs;
-use std::os::unix::fs::{symlink, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+mod inroot;
 
+use std::ffi::OsStr;
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, mkdirat, mknodat, umask, Mode, SFlag};
+use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
+use nix::sys::statvfs::{fstatvfs, FsFlags};
+use nix::unistd::{fchdir, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
+
+pub use inroot::{fd_path, Root};
 
 use crate::error::{Ctx, Error, Result};
 use crate::sys;
@@ -94,44 +105,6 @@ pub fn propagation_flag(name: &str) -> Option<libc::c_ulong> {
     })
 }
 
-/// Joins `path` under `root`, resolving symlinks as if `root` were `/` (no escape via `..` or
-/// absolute links). Components that do not exist yet are appended as they are.
-pub fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
-    let mut out = root.to_path_buf();
-    let mut pending: Vec<PathBuf> = vec![path.to_path_buf()];
-    let mut links = 0;
-    while let Some(p) = pending.pop() {
-        let comps: Vec<Component> = p.components().collect();
-        for (i, c) in comps.iter().enumerate() {
-            match c {
-                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-                Component::ParentDir => {
-                    if out != root {
-                        out.pop();
-                    }
-                }
-                Component::Normal(name) => {
-                    let next = out.join(name);
-                    match fs::read_link(&next) {
-                        Ok(target) if links < 40 => {
-                            links += 1;
-                            if target.is_absolute() {
-                                out = root.to_path_buf();
-                            }
-                            let rest: PathBuf = comps[i + 1..].iter().collect();
-                            pending.push(rest);
-                            pending.push(target);
-                            break;
-                        }
-                        _ => out = next,
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Makes `/` a slave (or what the config asks), and bind-mounts the rootfs onto itself so it can
 /// become the new root.
 pub fn prepare_root(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
@@ -163,9 +136,24 @@ pub struct MountCtx<'a> {
     pub userns: bool,
 }
 
+/// mount(2) onto the file an fd holds (through `/proc/self/fd/N`, as runc does); errors name
+/// `shown`, the path as the container sees it.
+fn mount_on(
+    src: Option<&Path>,
+    target: &OwnedFd,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+    step: impl Into<String>,
+    shown: &Path,
+) -> Result<()> {
+    sys::mount(src, &fd_path(target), fstype, flags, data).at(step, shown)
+}
+
 /// Mounts one config entry under the rootfs.
 pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
-    let dest = resolve_in_root(ctx.rootfs, m.destination());
+    let root = Root::open(ctx.rootfs)?;
+    let dest = m.destination().as_path();
     let o = parse_options(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
     let bind = o.bind || typ == "bind";
@@ -180,29 +168,55 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
         } else {
             ctx.bundle.join(src)
         };
-        let md = fs::metadata(&src).at("stat bind source", &src)?;
-        make_target(&dest, md.is_dir())?;
+        // The source is a host path from the config: open it once and mount what was opened.
+        let src_fd =
+            sys::open(&src, libc::O_PATH | libc::O_CLOEXEC, 0).at("opening bind source", &src)?;
+        let is_dir = fstat(src_fd.as_fd())
+            .map_err(std::io::Error::from)
+            .at("stat bind source", &src)?
+            .st_mode
+            & libc::S_IFMT
+            == libc::S_IFDIR;
+        let target = if is_dir {
+            root.mkdir_all(dest)?
+        } else {
+            root.create_file(dest)?
+        };
         let base = libc::MS_BIND | (o.flags & libc::MS_REC);
-        sys::mount(Some(&src), &dest, None, base, None)
-            .at(format!("bind-mounting {} on", src.display()), &dest)?;
+        mount_on(
+            Some(&fd_path(&src_fd)),
+            &target,
+            None,
+            base,
+            None,
+            format!("bind-mounting {} on", src.display()),
+            dest,
+        )?;
         let extra = o.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
         if extra != 0 {
-            let locked = if ctx.userns { locked_flags(&dest) } else { 0 };
-            sys::mount(
+            // The fd above is under the new mount: open the mount itself.
+            let mounted = root.resolve(dest, OFlag::O_PATH)?;
+            let locked = if ctx.userns {
+                locked_flags(&mounted)
+            } else {
+                0
+            };
+            mount_on(
                 None,
-                &dest,
+                &mounted,
                 None,
                 libc::MS_BIND | libc::MS_REMOUNT | extra | locked,
                 None,
-            )
-            .at("remounting bind mount with its flags", &dest)?;
+                "remounting bind mount with its flags",
+                dest,
+            )?;
         }
     } else if typ == "cgroup" {
-        crate::cgroups::mount_view(&dest, o.flags, ctx.cgroup)?;
+        mount_cgroup_view(&root, dest, &o, ctx)?;
     } else {
-        make_target(&dest, true)?;
+        let target = root.mkdir_all(dest)?;
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-        let r = sys::mount(Some(&src), &dest, Some(typ), o.flags, data);
+        let r = sys::mount(Some(&src), &fd_path(&target), Some(typ), o.flags, data);
         match r {
             // mqueue and sysfs can be refused in a user namespace: bind the host's instead.
             Err(e)
@@ -215,72 +229,136 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
                 } else {
                     "/dev/mqueue"
                 };
-                sys::mount(
+                mount_on(
                     Some(Path::new(host)),
-                    &dest,
+                    &target,
                     None,
                     libc::MS_BIND | libc::MS_REC,
                     None,
-                )
-                .at(format!("bind-mounting host {host} on"), &dest)?;
+                    format!("bind-mounting host {host} on"),
+                    dest,
+                )?;
             }
-            r => r.at(format!("mounting {typ} on"), &dest)?,
+            r => r.at(format!("mounting {typ} on"), dest)?,
         }
     }
-    for p in &o.propagation {
-        sys::mount(None, &dest, None, *p, None).at("setting propagation of", &dest)?;
+    if !o.propagation.is_empty() {
+        let mounted = root.resolve(dest, OFlag::O_PATH)?;
+        for p in &o.propagation {
+            mount_on(
+                None,
+                &mounted,
+                None,
+                *p,
+                None,
+                "setting propagation of",
+                dest,
+            )?;
+        }
     }
     Ok(())
 }
 
-/// Flags of the mount at `p` that an unprivileged remount may not clear.
-fn locked_flags(p: &Path) -> libc::c_ulong {
-    let c = match sys::cpath(p) {
-        Ok(c) => c,
-        Err(_) => return 0,
-    };
-    // SAFETY: an all-zero statvfs is a valid out buffer; `c` is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: see above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+/// Flags of the mount an fd is on that an unprivileged remount may not clear.
+fn locked_flags(fd: &OwnedFd) -> libc::c_ulong {
+    let Ok(st) = fstatvfs(fd.as_fd()) else {
         return 0;
-    }
-    let f = st.f_flag;
+    };
+    let f = st.flags();
     let mut out = 0;
     for (st_flag, ms) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
+        (FsFlags::ST_NODEV, libc::MS_NODEV),
+        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
+        (FsFlags::ST_RDONLY, libc::MS_RDONLY),
+        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
     ] {
-        if f & st_flag != 0 {
+        if f.contains(st_flag) {
             out |= ms;
         }
     }
     out
 }
 
-/// Creates a mount target: a directory, or an empty file for a file bind mount.
-fn make_target(dest: &Path, dir: bool) -> Result<()> {
-    if dir {
-        return fs::create_dir_all(dest).at("creating mount point", dest);
+/// Opens the directory `name` right under `dir` without following a symlink there.
+fn open_child_dir(dir: &OwnedFd, name: &OsStr) -> nix::Result<OwnedFd> {
+    openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// The `cgroup` mount: a tmpfs holding [`crate::cgroups::view`] (each hierarchy's own cgroup
+/// of the container, bound under its name), the cgroups read-only unless the mount asks rw,
+/// the tmpfs read-only always (nothing may be added beside the hierarchies).
+fn mount_cgroup_view(root: &Root, dest: &Path, o: &MountOpts, ctx: &MountCtx) -> Result<()> {
+    let view = crate::cgroups::view(ctx.cgroup)?;
+    let target = root.mkdir_all(dest)?;
+    let ro = o.flags & libc::MS_RDONLY;
+    let base = o.flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
+    mount_on(
+        Some(Path::new("tmpfs")),
+        &target,
+        Some("tmpfs"),
+        base,
+        Some("mode=755"),
+        "mounting tmpfs for cgroups on",
+        dest,
+    )?;
+    // The fd taken before the mount points beneath it: open the new tmpfs.
+    let tmpfs = root.resolve(dest, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    for (name, src) in &view.dirs {
+        let shown = dest.join(name);
+        match mkdirat(tmpfs.as_fd(), name.as_os_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(std::io::Error::from(e)).at("creating cgroup mount point", &shown)
+            }
+        }
+        let point = open_child_dir(&tmpfs, name)
+            .map_err(std::io::Error::from)
+            .at("opening cgroup mount point", &shown)?;
+        mount_on(
+            Some(src),
+            &point,
+            None,
+            libc::MS_BIND,
+            None,
+            format!("bind-mounting cgroup {} on", src.display()),
+            &shown,
+        )?;
+        let mounted = open_child_dir(&tmpfs, name)
+            .map_err(std::io::Error::from)
+            .at("opening cgroup mount", &shown)?;
+        let fixed = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        mount_on(
+            None,
+            &mounted,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | fixed | ro,
+            None,
+            "remounting cgroup mount",
+            &shown,
+        )?;
     }
-    if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).at("creating mount point parent", parent)?;
+    for (alias, link) in &view.aliases {
+        symlinkat(link.as_path(), tmpfs.as_fd(), alias.as_os_str())
+            .map_err(std::io::Error::from)
+            .at("creating cgroup alias", dest.join(alias))?;
     }
-    if !dest.exists() {
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o644)
-            .open(dest)
-            .at("creating mount point file", dest)?;
-    }
-    Ok(())
+    mount_on(
+        None,
+        &tmpfs,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | base,
+        Some("mode=755"),
+        "remounting cgroup tmpfs read-only",
+        dest,
+    )
 }
 
 /// The default devices every container gets: (name, major, minor).
@@ -293,26 +371,39 @@ const DEFAULT_DEVICES: &[(&str, u32, u32)] = &[
     ("tty", 5, 0),
 ];
 
+/// One device node to make.
+struct Node {
+    kind: SFlag,
+    perm: Mode,
+    dev: libc::dev_t,
+    uid: u32,
+    gid: u32,
+}
+
 /// Creates the default devices, the configured ones, and /dev's standard symlinks.
 pub fn setup_dev(rootfs: &Path, devices: &[LinuxDevice], userns: bool) -> Result<()> {
-    let dev = resolve_in_root(rootfs, Path::new("/dev"));
-    fs::create_dir_all(&dev).at("creating", &dev)?;
+    let root = Root::open(rootfs)?;
+    let dev_path = Path::new("/dev");
+    let dev = root.mkdir_all(dev_path)?;
     for &(name, major, minor) in DEFAULT_DEVICES {
-        if devices
-            .iter()
-            .any(|d| d.path() == &Path::new("/dev").join(name))
-        {
+        let p = dev_path.join(name);
+        if devices.iter().any(|d| d.path() == &p) {
             continue;
         }
-        let p = dev.join(name);
-        make_device(&p, libc::S_IFCHR | 0o666, major, minor, 0, 0, userns)?;
+        let node = Node {
+            kind: SFlag::S_IFCHR,
+            perm: Mode::from_bits_truncate(0o666),
+            dev: libc::makedev(major, minor),
+            uid: 0,
+            gid: 0,
+        };
+        make_device(&root, &p, &node, userns)?;
     }
     for d in devices {
-        let p = resolve_in_root(rootfs, d.path());
         let kind = match d.typ() {
-            LinuxDeviceType::C | LinuxDeviceType::U => libc::S_IFCHR,
-            LinuxDeviceType::B => libc::S_IFBLK,
-            LinuxDeviceType::P => libc::S_IFIFO,
+            LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            LinuxDeviceType::P => SFlag::S_IFIFO,
             LinuxDeviceType::A => {
                 return Err(Error::Config(format!(
                     "device {:?} has type 'a', which only device cgroup rules may use",
@@ -320,16 +411,14 @@ pub fn setup_dev(rootfs: &Path, devices: &[LinuxDevice], userns: bool) -> Result
                 )))
             }
         };
-        let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-        make_device(
-            &p,
-            kind | mode,
-            d.major() as u32,
-            d.minor() as u32,
-            d.uid().unwrap_or(0),
-            d.gid().unwrap_or(0),
-            userns,
-        )?;
+        let node = Node {
+            kind,
+            perm: Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666) & 0o7777),
+            dev: libc::makedev(d.major() as u32, d.minor() as u32),
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        };
+        make_device(&root, d.path(), &node, userns)?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -339,52 +428,78 @@ pub fn setup_dev(rootfs: &Path, devices: &[LinuxDevice], userns: bool) -> Result
         ("core", "/proc/kcore"),
         ("ptmx", "pts/ptmx"),
     ] {
-        let p = dev.join(link);
+        let shown = dev_path.join(link);
         if link == "ptmx" {
             // Replace a ptmx node (e.g. from the image) with the link into this devpts.
-            if fs::symlink_metadata(&p).is_ok_and(|m| !m.file_type().is_symlink()) {
-                let _ = fs::remove_file(&p);
+            if fstatat(dev.as_fd(), link, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT != libc::S_IFLNK)
+            {
+                let _ = unlinkat(dev.as_fd(), link, UnlinkatFlags::NoRemoveDir);
             }
         }
-        match symlink(target, &p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).at(format!("linking {target} at"), &p),
+        match symlinkat(target, dev.as_fd(), link) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(std::io::Error::from(e)).at(format!("linking {target} at"), &shown)
+            }
         }
     }
     Ok(())
 }
 
-/// Makes one device node (mknod; in a user namespace, a bind mount of the host's node).
-fn make_device(
-    p: &Path,
-    mode: libc::mode_t,
-    major: u32,
-    minor: u32,
-    uid: u32,
-    gid: u32,
-    userns: bool,
-) -> Result<()> {
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).at("creating", parent)?;
-    }
+/// Makes one device node at `p` inside the root: mknodat in its verified parent (in a user
+/// namespace, a bind mount of the host's node instead).
+fn make_device(root: &Root, p: &Path, node: &Node, userns: bool) -> Result<()> {
     if userns {
-        let host = Path::new("/dev").join(p.file_name().unwrap_or_default());
-        make_target(p, false)?;
-        return sys::mount(Some(&host), p, None, libc::MS_BIND, None).at(
+        let (_, name) = root.parent_of(p)?;
+        let host = Path::new("/dev").join(name);
+        let target = root.create_file(p)?;
+        return mount_on(
+            Some(&host),
+            &target,
+            None,
+            libc::MS_BIND,
+            None,
             format!("bind-mounting host device {} on", host.display()),
             p,
         );
     }
-    let _ = fs::remove_file(p);
-    sys::mknod(p, mode, libc::makedev(major, minor)).at("mknod", p)?;
-    // mknod's mode is filtered by the umask: set it exactly.
-    let c = sys::cpath(p).at("chmod", p)?;
-    // SAFETY: valid C string.
-    if unsafe { libc::chmod(c.as_ptr(), mode & 0o7777) } != 0 {
-        return Err(std::io::Error::last_os_error()).at("chmod", p);
-    }
-    sys::lchown(p, uid, gid).at("chown", p)
+    let (parent, name) = root.parent_of(p)?;
+    let _ = unlinkat(parent.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+    // mknod's mode is filtered by the umask: clear it for the call (init is single-threaded).
+    let old = umask(Mode::empty());
+    let r = mknodat(
+        parent.as_fd(),
+        name.as_os_str(),
+        node.kind,
+        node.perm,
+        node.dev,
+    );
+    umask(old);
+    r.map_err(std::io::Error::from).at("mknod", p)?;
+    fchownat(
+        parent.as_fd(),
+        name.as_os_str(),
+        Some(Uid::from_raw(node.uid)),
+        Some(Gid::from_raw(node.gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(std::io::Error::from)
+    .at("chown", p)
+}
+
+/// Creates `process.cwd` (and its parents) inside the rootfs, resolved in the root.
+pub fn create_cwd(rootfs: &Path, cwd: &Path) -> Result<()> {
+    Root::open(rootfs)?.mkdir_all(cwd).map(drop)
+}
+
+/// Changes directory to `cwd` resolved inside the current root `/` (the container's, after
+/// pivot_root or setns): the directory opened is the one entered, by fchdir. For `exec --cwd`.
+pub fn chdir_in_root(cwd: &Path) -> Result<()> {
+    let dir = Root::open(Path::new("/"))?.resolve(cwd, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    fchdir(dir.as_fd())
+        .map_err(std::io::Error::from)
+        .at("chdir to", cwd)
 }
 
 /// Makes `rootfs` the root: pivot_root, then detach the old root.
@@ -416,54 +531,116 @@ pub fn move_root(rootfs: &Path) -> Result<()> {
     std::env::set_current_dir("/").at("chdir", "/")
 }
 
+/// After pivot_root, checks that `/proc` is a procfs, so `/proc/self/fd/N` is the fd itself and
+/// not a path an image planted.
+fn check_procfs() -> Result<()> {
+    let proc = Path::new("/proc");
+    let fd = sys::open(proc, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)
+        .at("opening", proc)?;
+    let st = fstatfs(fd.as_fd())
+        .map_err(std::io::Error::from)
+        .at("statfs", proc)?;
+    if st.filesystem_type() != PROC_SUPER_MAGIC {
+        return Err(Error::Config(
+            "maskedPaths/readonlyPaths need procfs mounted at /proc in the container".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Calls `f` with each path of `paths` that exists inside the current root `/` (the
+/// container's) and an fd of it, opened just before `f` uses it: a mount made for an earlier
+/// path (a parent of a later one) is seen through.
+fn for_each_existing(
+    paths: &[String],
+    mut f: impl FnMut(&Root, &Path, OwnedFd) -> Result<()>,
+) -> Result<()> {
+    let root = Root::open(Path::new("/"))?;
+    let mut procfs_checked = false;
+    for p in paths {
+        let p = Path::new(p);
+        let Some(fd) = root.resolve_existing(p, OFlag::O_PATH)? else {
+            continue;
+        };
+        if !procfs_checked {
+            check_procfs()?;
+            procfs_checked = true;
+        }
+        f(&root, p, fd)?;
+    }
+    Ok(())
+}
+
 /// Hides each path: /dev/null over files, an empty read-only tmpfs over directories.
 pub fn mask_paths(paths: &[String]) -> Result<()> {
-    for p in paths {
-        let path = Path::new(p);
-        let md = match fs::metadata(path) {
-            Ok(m) => m,
-            Err(_) => continue,
-        };
-        let r = if md.is_dir() {
-            sys::mount(
+    for_each_existing(paths, |_, path, fd| {
+        let st = fstat(fd.as_fd())
+            .map_err(std::io::Error::from)
+            .at("stat", path)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            mount_on(
                 Some(Path::new("tmpfs")),
-                path,
+                &fd,
                 Some("tmpfs"),
                 libc::MS_RDONLY,
                 None,
+                "masking",
+                path,
             )
         } else {
-            sys::mount(
+            mount_on(
                 Some(Path::new("/dev/null")),
-                path,
+                &fd,
                 None,
                 libc::MS_BIND,
                 None,
+                "masking",
+                path,
             )
-        };
-        r.at("masking", path)?;
-    }
-    Ok(())
+        }
+    })
 }
 
 /// Bind-mounts each path read-only onto itself.
 pub fn readonly_paths(paths: &[String]) -> Result<()> {
-    for p in paths {
-        let path = Path::new(p);
-        if fs::symlink_metadata(path).is_err() {
-            continue;
-        }
-        sys::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)
-            .at("bind-mounting read-only path", path)?;
-        remount_ro(path)?;
-    }
-    Ok(())
+    for_each_existing(paths, |root, path, fd| {
+        mount_on(
+            Some(&fd_path(&fd)),
+            &fd,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+            "bind-mounting read-only path",
+            path,
+        )?;
+        remount_ro_fd(&root.resolve(path, OFlag::O_PATH)?, path)
+    })
 }
 
 /// Remounts the mount at `p` read-only, keeping its other (possibly locked) flags.
+///
+/// `p` is a path of the runtime's own (the new root `/`), not one an image controls.
 pub fn remount_ro(p: &Path) -> Result<()> {
-    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC | locked_flags(p);
-    sys::mount(None, p, None, flags, None).at("remounting read-only", p)
+    let fd = sys::open(p, libc::O_PATH | libc::O_CLOEXEC, 0).at("opening", p)?;
+    sys::mount(None, p, None, ro_flags(&fd), None).at("remounting read-only", p)
+}
+
+/// The flags that remount the mount an fd is on read-only, keeping its locked flags.
+fn ro_flags(fd: &OwnedFd) -> libc::c_ulong {
+    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC | locked_flags(fd)
+}
+
+/// Remounts the mount an fd is on read-only, keeping its other (possibly locked) flags.
+fn remount_ro_fd(fd: &OwnedFd, shown: &Path) -> Result<()> {
+    mount_on(
+        None,
+        fd,
+        None,
+        ro_flags(fd),
+        None,
+        "remounting read-only",
+        shown,
+    )
 }
 
 /// Applies rootfsPropagation to the new `/` (after pivot_root).

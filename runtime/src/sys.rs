@@ -142,18 +142,6 @@ pub fn exit_code(status: libc::c_int) -> i32 {
     }
 }
 
-/// mknod(2).
-pub fn mknod(p: &Path, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
-    let c = cpath(p)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::mknod(c.as_ptr(), mode, dev) }.into()).map(drop)
-}
-
-/// lchown(2).
-pub fn lchown(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
-}
-
 /// Sets the loopback interface `lo` of the current network namespace up, as runc does.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: socket(2) with constant arguments; the fd is owned right below.
