@@ -110,11 +110,11 @@ pub fn thread_count() -> io::Result<usize> {
 /// Refuses (with [`Error::UnsealedExe`]) when the caller runs from a writable binary, which the
 /// child would carry into the container (see [`crate::sealed_exe`]).
 pub fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t> {
-    crate::sealed_exe::check()?;
     let threads = thread_count().step("counting the threads of this process")?;
     if threads != 1 {
         return Err(Error::MultiThreaded { threads });
     }
+    crate::sealed_exe::check()?;
     clone_raw(flags)
 }
 
@@ -137,23 +137,21 @@ fn clone_raw(flags: libc::c_int) -> Result<libc::pid_t> {
 /// Closes every descriptor from `first` up except those in `keep` (close_range(2) over the
 /// gaps): what is left open is `0..first` and `keep`.
 pub fn close_fds_from(first: RawFd, keep: &[RawFd]) -> io::Result<()> {
-    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&k| k >= first).collect();
-    keep.sort_unstable();
-    keep.dedup();
+    // No allocation: this runs in forked children.
     let mut lo = first;
-    for hi in keep.into_iter().map(Some).chain([None]) {
-        let end = hi.map_or(libc::c_uint::MAX, |h| (h - 1) as libc::c_uint);
-        if hi.is_none_or(|h| h > lo) {
+    loop {
+        let next = keep.iter().copied().filter(|&k| k >= lo).min();
+        let end = next.map_or(libc::c_uint::MAX, |k| (k - 1) as libc::c_uint);
+        if next.is_none_or(|k| k > lo) {
             // SAFETY: close_range(2) on a range of our own descriptors; nothing in the range is
             // used afterwards (`keep` is outside it).
-            let rc = unsafe { libc::syscall(libc::SYS_close_range, lo as libc::c_uint, end, 0) };
-            check(rc)?;
+            check(unsafe { libc::syscall(libc::SYS_close_range, lo as libc::c_uint, end, 0) })?;
         }
-        if let Some(h) = hi {
-            lo = h + 1;
+        match next {
+            Some(k) => lo = k + 1,
+            None => return Ok(()),
         }
     }
-    Ok(())
 }
 
 /// Clears close-on-exec on `fd` (so that it passes into the container process).
@@ -359,4 +357,43 @@ pub fn proc_start_time(pid: libc::pid_t) -> Option<(u64, bool)> {
     // After the state come ppid (4) ... starttime is field 22 overall, i.e. the 20th after ')'.
     let start = fields.nth(18)?.parse().ok()?;
     Some((start, state == "Z" || state == "X"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_refuses_a_multi_threaded_caller() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        let r = clone_fork(0);
+        drop(tx);
+        let _ = t.join();
+        match r {
+            Err(Error::MultiThreaded { threads }) => assert!(threads >= 2),
+            Ok(0) => exit_now(0),
+            other => panic!("clone from a multi-threaded process was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn close_fds_from_keeps_only_what_is_asked() {
+        let fds: Vec<OwnedFd> = (0..4)
+            .map(|_| open(Path::new("/dev/null"), libc::O_RDONLY | libc::O_CLOEXEC, 0))
+            .collect::<io::Result<_>>()
+            .expect("open /dev/null");
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let pid = clone_raw(0).expect("fork");
+        if pid == 0 {
+            let ok = close_fds_from(raw[1], &[raw[2]]).is_ok()
+                && fd_is_open(raw[0])
+                && !fd_is_open(raw[1])
+                && fd_is_open(raw[2])
+                && !fd_is_open(raw[3]);
+            exit_now(if ok { 0 } else { 1 });
+        }
+        let (_, status) = waitpid(pid, 0).expect("waitpid");
+        assert_eq!(exit_code(status), 0, "wrong descriptors left open");
+    }
 }
