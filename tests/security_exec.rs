@@ -11,7 +11,6 @@
 //! - Session keyring: a key in the caller's session keyring is not readable in the container.
 //! - Signals: `kill -TERM` of a foreground `kiln run` reaches the container process.
 
-mod common;
 mod runtime_support;
 
 use std::fs::File;
@@ -153,7 +152,7 @@ impl Cve {
     fn new(args: &[&str]) -> Option<Cve> {
         let b = writable_bundle(args);
         let kiln = b.sb.dir.path().join("kiln-copy");
-        std::fs::copy(common::kiln_bin(), &kiln).expect("copy kiln");
+        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &kiln).expect("copy kiln");
         let rootfs = b.dir.join("rootfs");
         let interp = rootfs.join(interp_of(&kiln).strip_prefix("/").expect("absolute interp"));
         std::fs::create_dir_all(interp.parent().expect("parent")).expect("interp dir");
@@ -571,7 +570,7 @@ fn caller_session_keyring_is_not_readable() {
     // The caller: a process that joins a session keyring of its own, adds a secret key to it
     // (which it can read), puts the key's serial in the config and execs kiln run (keyctl via
     // python's ctypes: add_key = 248, keyctl = 250 on x86_64).
-    let desc = common::unique("kiln-sec-key");
+    let desc = runtime_support::unique("kiln-sec-key");
     let bundle = b.dir.to_str().expect("utf8").to_string();
     let py = format!(
         "import ctypes,os,json\nlibc=ctypes.CDLL(None,use_errno=True)\n\
@@ -583,7 +582,7 @@ fn caller_session_keyring_is_not_readable() {
          p='{bundle}/config.json'\nc=json.load(open(p))\nc['process']['args']=['/keyread',str(k)]\n\
          json.dump(c,open(p,'w'))\n\
          os.execv('{kiln}',['kiln','run','--bundle','{bundle}','{id}'])\n",
-        kiln = common::kiln_bin(),
+        kiln = env!("CARGO_BIN_EXE_kiln"),
         id = b.id,
     );
     b.write();
