@@ -449,9 +449,12 @@ impl Container {
         )
         .at("opening exec fifo", &fifo)?;
         self.wait_released(&fd)?;
-        let _ = fs::remove_file(&fifo);
         self.state.started = true;
-        self.state.save(&self.root)?;
+        // The removed fifo is what marks a started container; only when it cannot be removed
+        // does the state file have to say so (a durable save costs two fsyncs).
+        if fs::remove_file(&fifo).is_err() {
+            self.state.save(&self.root)?;
+        }
         let s = self.state.oci_json(Status::Running);
         let mut warnings = Vec::new();
         for h in &self.state.poststart {
