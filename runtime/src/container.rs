@@ -14,6 +14,7 @@ use crate::error::{Ctx, Error, Result};
 use crate::init::{self, InitArgs};
 use crate::namespaces::{self, Plan};
 use crate::process::Prepared;
+use crate::signals::Forwarder;
 use crate::state::{self, ContainerState, Lock, Status, EXEC_FIFO};
 use crate::sync::{Channel, Msg};
 use crate::{hooks, sys};
@@ -30,6 +31,12 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// Use MS_MOVE + chroot instead of pivot_root (rootfs on a ramfs).
     pub no_pivot: bool,
+    /// Do not join a fresh session keyring `_ses.<id>` (runc's --no-new-keyring).
+    pub no_new_keyring: bool,
+    /// Pass descriptors 3..3+N of the caller into the container process (--preserve-fds).
+    pub preserve_fds: u32,
+    /// In the foreground `run`, forward the signals kiln receives to the container process.
+    pub forward_signals: bool,
 }
 
 /// A container runtime rooted at a state directory (`--root`, default /run/kiln).
@@ -218,7 +225,7 @@ impl Runtime {
 
         let (parent_end, child_end) = sys::seqpacket_pair().step("socketpair")?;
         let joined = namespaces::parent_enter(&plan.parent_join)?;
-        let pid = sys::clone_fork(plan.clone_flags).step("clone for the container init")?;
+        let pid = sys::clone_fork(plan.clone_flags)?;
         if pid == 0 {
             // The flock belongs to the open file shared with the child: only the parent keeps it.
             drop(lock);
@@ -236,6 +243,8 @@ impl Runtime {
                 cgroup: Some(&cg_path),
                 runtime_hooks,
                 hook_state: st.oci_json(Status::Created),
+                keyring: (!opts.no_new_keyring).then(|| format!("_ses.{id}")),
+                preserve_fds: opts.preserve_fds,
             });
         }
         guard.pid = Some(pid);
@@ -346,16 +355,24 @@ impl Runtime {
             return Ok(0);
         }
         let pid = container.pid();
-        let code = match pty {
-            Some(m) => crate::tty::proxy(m, pid),
-            None => sys::waitpid(pid, 0)
-                .map(|(_, s)| sys::exit_code(s))
-                .step("waiting for the container process"),
-        };
+        let code = wait_foreground(pid, pty, opts.forward_signals);
         let del = container.delete(true);
         let code = code?;
         del?;
         Ok(code)
+    }
+}
+
+/// Waits for a foreground process (proxying its pty, forwarding signals when asked); returns
+/// its exit code.
+pub(crate) fn wait_foreground(pid: i32, pty: Option<OwnedFd>, forward: bool) -> Result<i32> {
+    let fwd = forward.then(Forwarder::install).transpose()?;
+    match (pty, &fwd) {
+        (Some(m), _) => crate::tty::proxy(m, pid, fwd.as_ref()),
+        (None, Some(f)) => f.wait_for(pid),
+        (None, None) => sys::waitpid(pid, 0)
+            .map(|(_, s)| sys::exit_code(s))
+            .step("waiting for the container process"),
     }
 }
 
@@ -367,11 +384,9 @@ fn init_failure(chan: &Channel, e: Error) -> Error {
     }
 }
 
-/// Writes a pid file atomically.
+/// Writes a pid file atomically and durably.
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let tmp = path.with_extension("kiln-tmp");
-    fs::write(&tmp, pid.to_string()).at("writing pid file", &tmp)?;
-    fs::rename(&tmp, path).at("renaming pid file to", path)
+    state::write_atomic(path, pid.to_string().as_bytes())
 }
 
 impl Container {
@@ -436,9 +451,12 @@ impl Container {
         )
         .at("opening exec fifo", &fifo)?;
         self.wait_released(&fd)?;
-        let _ = fs::remove_file(&fifo);
         self.state.started = true;
-        self.state.save(&self.root)?;
+        // The removed fifo is what marks a started container; only when it cannot be removed
+        // does the state file have to say so (a durable save costs two fsyncs).
+        if fs::remove_file(&fifo).is_err() {
+            self.state.save(&self.root)?;
+        }
         let s = self.state.oci_json(Status::Running);
         let mut warnings = Vec::new();
         for h in &self.state.poststart {

@@ -100,6 +100,25 @@ pub enum Error {
     /// The container's init process reported an error while setting up.
     #[error("container init: {0}")]
     Init(String),
+    /// A container process would be cloned from a multi-threaded process (undefined behaviour).
+    #[error(
+        "refusing to clone a container process: the calling process has {threads} threads \
+         (clone without exec is only sound from a single-threaded process)"
+    )]
+    MultiThreaded {
+        /// How many threads the caller has.
+        threads: usize,
+    },
+    /// A container process would be cloned while kiln runs from a writable host binary.
+    #[error(
+        "refusing to clone a container process: this process runs from a writable binary \
+         (/proc/self/exe), which a container could overwrite (CVE-2019-5736); call \
+         kiln_runtime::sealed_exe::ensure() at the start of main"
+    )]
+    UnsealedExe,
+    /// The process's working directory resolved outside the container's root.
+    #[error("process.cwd {0} is outside the container's root filesystem")]
+    CwdOutsideRoot(PathBuf),
     /// The state file of a container could not be read or written.
     #[error("state file {path}: {msg}")]
     State {

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use crate::cgroups::ContainerCgroup;
-use crate::container::{load_spec, write_pid_file, Container};
+use crate::container::{load_spec, wait_foreground, write_pid_file, Container};
 use crate::error::{Ctx, Error, Result};
-use crate::process::Prepared;
+use crate::process::{self, Prepared};
 use crate::state::Status;
 use crate::sync::{Channel, Msg};
 use crate::{sys, tty};
@@ -26,6 +26,10 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     /// Return once the process runs instead of waiting for it.
     pub detach: bool,
+    /// Pass descriptors 3..3+N of the caller into the process (--preserve-fds).
+    pub preserve_fds: u32,
+    /// In the foreground, forward the signals kiln receives to the process.
+    pub forward_signals: bool,
 }
 
 /// What `exec` ended with.
@@ -124,28 +128,33 @@ impl Container {
             ));
         }
         let pid = self.pid();
-        let joins = foreign_namespaces(pid, NS_ORDER)?;
-        let cgroupns = foreign_namespaces(pid, &[("cgroup", libc::CLONE_NEWCGROUP)])?;
-        // The pid namespace applies to children: enter it here, before forking.
-        for (fd, flag, path) in foreign_namespaces(pid, &[("pid", libc::CLONE_NEWPID)])? {
-            sys::setns(&fd, flag).at("joining pid namespace", &path)?;
-        }
+        // Opened now, joined by the helper: user first, mount before anything can see it, pid
+        // last (it only applies to the helper's child).
+        let mut joins = foreign_namespaces(pid, NS_ORDER)?;
+        joins.extend(foreign_namespaces(
+            pid,
+            &[("cgroup", libc::CLONE_NEWCGROUP)],
+        )?);
+        joins.extend(foreign_namespaces(pid, &[("pid", libc::CLONE_NEWPID)])?);
         let console = match (&opts.console_socket, terminal) {
             (Some(p), true) => Some(UnixStream::connect(p).at("connecting to console socket", p)?),
             _ => None,
         };
         let (parent_end, child_end) = sys::seqpacket_pair().step("socketpair")?;
-        let child = sys::clone_fork(0).step("fork for exec")?;
-        if child == 0 {
+        let helper = sys::clone_fork(0)?;
+        if helper == 0 {
             drop(parent_end);
             let chan = Channel(child_end);
-            let r = child_main(
+            let r = helper_main(
                 &chan,
                 &joins,
-                &cgroupns,
                 &prepared,
-                terminal,
-                console.as_ref().map(|c| c.as_raw_fd()),
+                &Extra {
+                    terminal,
+                    console: console.as_ref().map(|c| c.as_raw_fd()),
+                    keyring: format!("_ses.{}", self.id()),
+                    preserve_fds: opts.preserve_fds,
+                },
             );
             let msg = match r {
                 Err(e) => e.to_string(),
@@ -154,68 +163,101 @@ impl Container {
             let _ = chan.send(&Msg::Error(msg), None);
             sys::exit_now(127);
         }
+        drop(joins);
         drop(child_end);
         drop(console);
         let chan = Channel(parent_end);
-        let fail = |e: Error| {
-            let _ = sys::kill(child, libc::SIGKILL);
-            let _ = sys::waitpid(child, 0);
+        let mut child = None;
+        let fail = |child: Option<i32>, e: Error| {
+            for p in [Some(helper), child].into_iter().flatten() {
+                let _ = sys::kill(p, libc::SIGKILL);
+                let _ = sys::waitpid(p, 0);
+            }
             e
         };
         if let Some(cg) = self.persisted().cgroup.as_deref() {
-            ContainerCgroup::load(cg).add(child).map_err(fail)?;
+            ContainerCgroup::load(cg)
+                .add(helper)
+                .map_err(|e| fail(None, e))?;
         }
         chan.send(&Msg::Go, None)
-            .step("releasing the exec process")
-            .map_err(fail)?;
+            .step("releasing the exec helper")
+            .map_err(|e| fail(None, e))?;
         let mut pty = None;
         loop {
             match chan.recv() {
+                Ok((Msg::Pid(p), _)) => child = Some(p),
                 Ok((Msg::Pty, fd)) => pty = fd,
-                Ok((Msg::Error(m), _)) => return Err(fail(Error::Init(m))),
+                Ok((Msg::Error(m), _)) => return Err(fail(child, Error::Init(m))),
                 Ok((other, _)) => {
-                    return Err(fail(Error::Init(format!("unexpected message {other:?}"))))
+                    return Err(fail(
+                        child,
+                        Error::Init(format!("unexpected message {other:?}")),
+                    ))
                 }
-                // EOF: the close-on-exec socket closed, the process image was replaced.
+                // EOF: the helper exited and the process image was replaced (close-on-exec).
                 Err(_) => break,
             }
         }
+        let _ = sys::waitpid(helper, 0);
+        let child = child.ok_or_else(|| {
+            Error::Init("the exec helper exited without starting the process".into())
+        })?;
         if let Some(pf) = &opts.pid_file {
             write_pid_file(pf, child)?;
         }
         if opts.detach {
             return Ok(ExecOutcome::Detached(child));
         }
-        let code = match pty {
-            Some(m) => tty::proxy(m, child)?,
-            None => sys::waitpid(child, 0)
-                .map(|(_, s)| sys::exit_code(s))
-                .step("waiting for the exec process")?,
-        };
+        let code = wait_foreground(child, pty, opts.forward_signals)?;
         Ok(ExecOutcome::Exited(code))
     }
 }
 
-fn child_main(
-    chan: &Channel,
-    joins: &[(OwnedFd, libc::c_int, PathBuf)],
-    cgroupns: &[(OwnedFd, libc::c_int, PathBuf)],
-    p: &Prepared,
+/// What the exec helper needs besides the namespaces and the process.
+struct Extra {
     terminal: bool,
     console: Option<RawFd>,
+    keyring: String,
+    preserve_fds: u32,
+}
+
+/// The exec helper, a child of kiln in the host's pid namespace (invisible to the container):
+/// it joins the container's namespaces (its mount namespace sets root and cwd to the
+/// container's), drops every descriptor it does not need (the namespace fds among them), and
+/// only then forks the process that appears in the container's pid namespace, as a sibling
+/// (CLONE_PARENT) so that kiln reaps it.
+fn helper_main(
+    chan: &Channel,
+    joins: &[(OwnedFd, libc::c_int, PathBuf)],
+    p: &Prepared,
+    x: &Extra,
 ) -> Result<Infallible> {
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).step("prctl(PR_SET_DUMPABLE, 0)")?;
     match chan.recv().step("reading from kiln")?.0 {
         Msg::Go => {}
         other => return Err(Error::Init(format!("expected Go, got {other:?}"))),
     }
-    for (fd, flag, path) in joins.iter().chain(cgroupns) {
+    for (fd, flag, path) in joins {
         sys::setns(fd, *flag).at("joining namespace", path)?;
+    }
+    let own: Vec<RawFd> = [Some(chan.0.as_raw_fd()), x.console]
+        .into_iter()
+        .flatten()
+        .collect();
+    process::close_leaked_fds(x.preserve_fds, &own)?;
+    sys::join_session_keyring(&x.keyring).step(format!("joining session keyring {}", x.keyring))?;
+    let child = sys::clone_again(libc::CLONE_PARENT)?;
+    if child != 0 {
+        chan.send(&Msg::Pid(child), None)
+            .step("reporting the exec process")?;
+        sys::exit_now(0);
     }
     p.apply_rlimits()?;
     p.chdir()?;
-    if terminal {
+    if x.terminal {
         let (master, slave) = tty::open_pty()?;
-        match console {
+        match x.console {
             Some(sock) => tty::send_console(sock, &master)?,
             None => chan
                 .send(&Msg::Pty, Some(master.as_raw_fd()))
@@ -226,5 +268,6 @@ fn child_main(
     }
     let exe = p.resolve_exe()?;
     p.finalize_identity()?;
+    process::pass_preserved_fds(x.preserve_fds, &own)?;
     Err(p.exec(&exe))
 }

@@ -10,7 +10,7 @@ use oci_spec::runtime::{Hook, Spec};
 
 use crate::error::{Ctx, Error, Result};
 use crate::namespaces::Plan;
-use crate::process::Prepared;
+use crate::process::{self, Prepared};
 use crate::rootfs::{self, MountCtx};
 use crate::sync::{Channel, Msg};
 use crate::{hooks, sys, tty};
@@ -41,6 +41,10 @@ pub struct InitArgs<'a> {
     pub runtime_hooks: bool,
     /// The state document passed to createContainer/startContainer hooks (pid filled in here).
     pub hook_state: serde_json::Value,
+    /// The session keyring to join (`_ses.<id>`), unless `--no-new-keyring`.
+    pub keyring: Option<String>,
+    /// How many descriptors from 3 up pass into the container process (`--preserve-fds`).
+    pub preserve_fds: u32,
 }
 
 /// Runs the init; never returns (exits or execs). Errors are sent to the parent.
@@ -77,15 +81,32 @@ fn hooks_of(spec: &Spec, pick: fn(&oci_spec::runtime::Hooks) -> &Option<Vec<Hook
 fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
     let spec = a.spec;
     let linux = spec.linux().as_ref();
+    let userns = a.plan.new_userns
+        || a.plan
+            .child_join
+            .iter()
+            .any(|j| j.flag == libc::CLONE_NEWUSER);
+    if !userns {
+        // Nobody may ptrace or open /proc/<pid>/{root,cwd,fd,exe} of the init before it is the
+        // user process (exec makes it dumpable again). With a user namespace it must stay
+        // dumpable: its own /proc files would otherwise belong to the host's root.
+        sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).step("prctl(PR_SET_DUMPABLE, 0)")?;
+    }
     expect(&a.chan, Msg::Go)?;
     if a.plan.new_userns {
-        // SAFETY: plain syscalls; root of the new namespace is mapped by the parent.
-        unsafe {
-            libc::setresgid(0, 0, 0);
-            libc::setresuid(0, 0, 0);
-        }
+        become_root()?;
     }
     crate::namespaces::child_enter(&a.plan.child_join)?;
+    // Nothing the caller leaked (a host directory, a socket) may reach the container: from here
+    // on the init holds only stdio, the preserved fds and its own close-on-exec descriptors.
+    let own: Vec<RawFd> = [Some(a.chan.0.as_raw_fd()), a.console]
+        .into_iter()
+        .flatten()
+        .collect();
+    process::close_leaked_fds(a.preserve_fds, &own)?;
+    if let Some(name) = &a.keyring {
+        sys::join_session_keyring(name).step(format!("joining session keyring {name}"))?;
+    }
     let host_pid: i32 = std::fs::read_link("/proc/self")
         .ok()
         .and_then(|p| p.to_str()?.parse().ok())
@@ -100,11 +121,6 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
     }
     a.process.apply_rlimits()?;
 
-    let userns = a.plan.new_userns
-        || a.plan
-            .child_join
-            .iter()
-            .any(|j| j.flag == libc::CLONE_NEWUSER);
     let propagation = linux.and_then(|l| l.rootfs_propagation().as_deref());
     let mounts = spec.mounts().as_deref().unwrap_or(&[]);
     // Without a mount namespace the mounts land in the runtime's namespace (as with runc).
@@ -234,7 +250,29 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
         return Err(std::io::Error::last_os_error()).step("writing exec fifo");
     }
     a.process.finalize_identity()?;
+    let own: Vec<RawFd> = [
+        Some(a.chan.0.as_raw_fd()),
+        Some(released.as_raw_fd()),
+        a.console,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    process::pass_preserved_fds(a.preserve_fds, &own)?;
     Err(a.process.exec(&exe))
+}
+
+/// setresgid/setresuid to root of the new user namespace (mapped by the parent by now).
+fn become_root() -> Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    if unsafe { libc::setresgid(0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).step("setresgid(0) in the new user namespace");
+    }
+    // SAFETY: plain syscall with integer arguments.
+    if unsafe { libc::setresuid(0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).step("setresuid(0) in the new user namespace");
+    }
+    Ok(())
 }
 
 /// Hands the pty master to the console socket, or to the parent (foreground `run`).

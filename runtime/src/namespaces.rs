@@ -116,12 +116,13 @@ impl Plan {
     }
 }
 
-/// Namespaces the parent has joined temporarily; `restore` switches back.
+/// Namespaces the parent has joined temporarily; `restore` switches back (and so does drop,
+/// so that an error between the join and the clone does not leave the caller inside).
 pub struct Joined(Vec<(OwnedFd, libc::c_int, &'static str)>);
 
 /// Joins the parent-side namespaces, remembering the current ones.
 pub fn parent_enter(joins: &[Join]) -> Result<Joined> {
-    let mut saved = Vec::new();
+    let mut joined = Joined(Vec::new());
     for j in joins {
         let name = match j.flag {
             libc::CLONE_NEWNET => "net",
@@ -131,19 +132,29 @@ pub fn parent_enter(joins: &[Join]) -> Result<Joined> {
             _ => "cgroup",
         };
         let own = PathBuf::from(format!("/proc/self/ns/{name}"));
-        saved.push((open_ns(&own)?, j.flag, name));
+        let fd = open_ns(&own)?;
         sys::setns(&j.fd, j.flag).at("joining namespace", &j.path)?;
+        // Pushed only once joined: drop switches back exactly what was entered.
+        joined.0.push((fd, j.flag, name));
     }
-    Ok(Joined(saved))
+    Ok(joined)
 }
 
 impl Joined {
     /// Returns the parent to its own namespaces.
-    pub fn restore(self) -> Result<()> {
-        for (fd, flag, name) in self.0 {
+    pub fn restore(mut self) -> Result<()> {
+        for (fd, flag, name) in std::mem::take(&mut self.0).into_iter().rev() {
             sys::setns(&fd, flag).at("returning to namespace", format!("/proc/self/ns/{name}"))?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        for (fd, flag, _) in std::mem::take(&mut self.0).into_iter().rev() {
+            let _ = sys::setns(&fd, flag);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! no_new_privs, seccomp and the final execve. Shared by the container init and `exec`.
 
 use std::ffi::{CStr, CString};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -204,9 +205,15 @@ impl Prepared {
         Ok(())
     }
 
-    /// chdir to the process cwd.
+    /// chdir to the process cwd, then checks (as runc does with getcwd) that the directory is
+    /// inside the current root: a cwd reached through a leaked fd or a magic link is refused.
     pub fn chdir(&self) -> Result<()> {
-        std::env::set_current_dir(&self.cwd).at("chdir to process.cwd", &self.cwd)
+        std::env::set_current_dir(&self.cwd).at("chdir to process.cwd", &self.cwd)?;
+        // getcwd(3) fails (ENOENT) when the kernel reports a directory unreachable from the root.
+        match std::env::current_dir() {
+            Ok(p) if p.is_absolute() => Ok(()),
+            _ => Err(Error::CwdOutsideRoot(self.cwd.clone())),
+        }
     }
 
     /// Switches user, groups, umask, capabilities, no_new_privs and seccomp (in the order that
@@ -300,6 +307,30 @@ impl Prepared {
             errno: e,
         }
     }
+}
+
+/// Closes every descriptor above 2 + `preserve` (the `--preserve-fds` range 3..3+preserve stays)
+/// except `own`, the setup process's own close-on-exec descriptors.
+pub fn close_leaked_fds(preserve: u32, own: &[RawFd]) -> Result<()> {
+    crate::sys::close_fds_from(first_closed(preserve)?, own).step("closing inherited descriptors")
+}
+
+/// Clears close-on-exec on the preserved descriptors 3..3+`preserve` that are open and not in
+/// `own`, so that exactly those pass into the container process.
+pub fn pass_preserved_fds(preserve: u32, own: &[RawFd]) -> Result<()> {
+    for fd in 3..first_closed(preserve)? {
+        if !own.contains(&fd) && crate::sys::fd_is_open(fd) {
+            crate::sys::clear_cloexec(fd).step(format!("passing preserved fd {fd}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn first_closed(preserve: u32) -> Result<RawFd> {
+    RawFd::try_from(preserve)
+        .ok()
+        .and_then(|n| n.checked_add(3))
+        .ok_or_else(|| Error::Config(format!("--preserve-fds {preserve} is too large")))
 }
 
 /// Whether the running kernel knows capability `cap` (index <= cap_last_cap).

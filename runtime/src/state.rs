@@ -100,18 +100,14 @@ impl ContainerState {
         })
     }
 
-    /// Writes the state atomically (temp file + rename in the same directory).
+    /// Writes the state atomically and durably (see [`write_atomic`]).
     pub fn save(&self, root: &Path) -> Result<()> {
-        let dir = Self::dir(root, &self.id);
-        let tmp = dir.join(".state.json.tmp");
+        let path = Self::dir(root, &self.id).join(STATE_FILE);
         let data = serde_json::to_vec(self).map_err(|e| Error::State {
-            path: tmp.clone(),
+            path: path.clone(),
             msg: e.to_string(),
         })?;
-        let mut f = File::create(&tmp).at("creating", &tmp)?;
-        f.write_all(&data).at("writing", &tmp)?;
-        let path = dir.join(STATE_FILE);
-        std::fs::rename(&tmp, &path).at("renaming state into", path)
+        write_atomic(&path, &data)
     }
 
     /// The live status: from the init process (alive? zombie? same start time?), the exec fifo,
@@ -186,6 +182,34 @@ impl Lock {
             }
         }
     }
+}
+
+/// Replaces `path` with `data` atomically and durably: a temp file in the same directory is
+/// written and fsync'd, renamed over `path`, and the directory is fsync'd (so that after a
+/// crash the file is either the old or the new content, never empty or missing).
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.kiln-tmp"));
+    let mut f = File::create(&tmp).at("creating", &tmp)?;
+    let written = f
+        .write_all(data)
+        .and_then(|()| f.sync_all())
+        .at("writing", &tmp);
+    drop(f);
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path).at("renaming into", path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at("syncing directory", dir)
 }
 
 /// Checks that an id is usable as one path component.

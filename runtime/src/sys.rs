@@ -6,6 +6,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::error::{Ctx, Error, Result};
+
 /// Turns a -1 return into the thread's errno.
 fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
     if rc == -1 {
@@ -90,16 +92,112 @@ pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::unshare(flags) }.into()).map(drop)
 }
 
+/// The number of threads of the calling process (from /proc/self/status).
+pub fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 /// Forks with `clone(flags | SIGCHLD)` on the current stack, like fork(2) but able to create
 /// namespaces. Returns 0 in the child and the child's pid in the parent.
 ///
-/// The caller must be single-threaded (as `kiln create` is).
-pub fn clone_fork(flags: libc::c_int) -> io::Result<libc::pid_t> {
+/// Refuses (with [`Error::MultiThreaded`]) when the caller has more than one thread: the child
+/// would inherit locks (the allocator's among them) held by threads that do not exist there.
+/// Refuses (with [`Error::UnsealedExe`]) when the caller runs from a writable binary, which the
+/// child would carry into the container (see [`crate::sealed_exe`]).
+pub fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t> {
+    let threads = thread_count().step("counting the threads of this process")?;
+    if threads != 1 {
+        return Err(Error::MultiThreaded { threads });
+    }
+    crate::sealed_exe::check()?;
+    clone_raw(flags)
+}
+
+/// [`clone_fork`] from a child that [`clone_fork`] made (single-threaded by construction, same
+/// binary), where /proc may no longer describe this process (it joined another mount
+/// namespace).
+pub fn clone_again(flags: libc::c_int) -> Result<libc::pid_t> {
+    clone_raw(flags)
+}
+
+fn clone_raw(flags: libc::c_int) -> Result<libc::pid_t> {
     let flags = (flags | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: with a NULL stack the child runs on a copy-on-write copy of our stack, exactly
-    // like fork(2); the process is single-threaded so no lock can be held by another thread.
+    // like fork(2); both callers guarantee a single-threaded process (clone_fork checks it,
+    // clone_again runs in a child of clone_fork), so no lock can be held by another thread.
     let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
-    check(rc).map(|pid| pid as libc::pid_t)
+    check(rc).map(|pid| pid as libc::pid_t).step("clone")
+}
+
+/// Closes every descriptor from `first` up except those in `keep` (close_range(2) over the
+/// gaps): what is left open is `0..first` and `keep`.
+pub fn close_fds_from(first: RawFd, keep: &[RawFd]) -> io::Result<()> {
+    // No allocation: this runs in forked children.
+    let mut lo = first;
+    loop {
+        let next = keep.iter().copied().filter(|&k| k >= lo).min();
+        let end = next.map_or(libc::c_uint::MAX, |k| (k - 1) as libc::c_uint);
+        if next.is_none_or(|k| k > lo) {
+            // SAFETY: close_range(2) on a range of our own descriptors; nothing in the range is
+            // used afterwards (`keep` is outside it).
+            check(unsafe { libc::syscall(libc::SYS_close_range, lo as libc::c_uint, end, 0) })?;
+        }
+        match next {
+            Some(k) => lo = k + 1,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Clears close-on-exec on `fd` (so that it passes into the container process).
+pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(2) F_SETFD with an integer argument.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }.into()).map(drop)
+}
+
+/// Whether `fd` is an open descriptor.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: fcntl(2) F_GETFD takes no argument and only reads the descriptor table.
+    let rc = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    rc != -1
+}
+
+/// Joins a session keyring named `name` (created when missing), as runc does for each
+/// container; kernels without keyrings (ENOSYS) or out of key quota (EDQUOT) are tolerated.
+pub fn join_session_keyring(name: &str) -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_int = 1;
+    let name = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: keyctl(2) KEYCTL_JOIN_SESSION_KEYRING with a valid C string.
+    let rc = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    match check(rc) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EDQUOT)) => Ok(()),
+        r => r.map(drop),
+    }
+}
+
+/// execveat(2) of an open executable (`AT_EMPTY_PATH`); returns only on failure.
+pub fn execveat_fd(fd: &impl AsRawFd, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: argv/envp are NULL-terminated arrays of valid C strings that outlive the call,
+    // the path is the empty C string with AT_EMPTY_PATH, and `fd` is a descriptor we hold.
+    unsafe {
+        libc::execveat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            a.as_ptr().cast(),
+            e.as_ptr().cast(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
 }
 
 /// Exits the calling process immediately without running destructors or atexit handlers.
@@ -247,4 +345,43 @@ pub fn proc_start_time(pid: libc::pid_t) -> Option<(u64, bool)> {
     // After the state come ppid (4) ... starttime is field 22 overall, i.e. the 20th after ')'.
     let start = fields.nth(18)?.parse().ok()?;
     Some((start, state == "Z" || state == "X"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_refuses_a_multi_threaded_caller() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        let r = clone_fork(0);
+        drop(tx);
+        let _ = t.join();
+        match r {
+            Err(Error::MultiThreaded { threads }) => assert!(threads >= 2),
+            Ok(0) => exit_now(0),
+            other => panic!("clone from a multi-threaded process was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn close_fds_from_keeps_only_what_is_asked() {
+        let fds: Vec<OwnedFd> = (0..4)
+            .map(|_| open(Path::new("/dev/null"), libc::O_RDONLY | libc::O_CLOEXEC, 0))
+            .collect::<io::Result<_>>()
+            .expect("open /dev/null");
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let pid = clone_raw(0).expect("fork");
+        if pid == 0 {
+            let ok = close_fds_from(raw[1], &[raw[2]]).is_ok()
+                && fd_is_open(raw[0])
+                && !fd_is_open(raw[1])
+                && fd_is_open(raw[2])
+                && !fd_is_open(raw[3]);
+            exit_now(if ok { 0 } else { 1 });
+        }
+        let (_, status) = waitpid(pid, 0).expect("waitpid");
+        assert_eq!(exit_code(status), 0, "wrong descriptors left open");
+    }
 }

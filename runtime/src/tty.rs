@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Ctx, Result};
+use crate::signals::Forwarder;
 use crate::sys;
 
 /// Opens a new pty pair from the current root's /dev/ptmx: the master and the slave's path.
@@ -99,16 +100,22 @@ impl Drop for RawMode {
     }
 }
 
-/// Copies kiln's stdin to the pty master and the master to kiln's stdout until the container
-/// side closes; then reaps `pid` and returns its exit code.
-pub fn proxy(master: OwnedFd, pid: libc::pid_t) -> Result<i32> {
-    let m = master.as_raw_fd();
+/// Gives the pty master kiln's own terminal size (best effort).
+fn copy_size(m: RawFd) {
     // SAFETY: an all-zero winsize is a valid out buffer.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ writes a winsize struct.
     if unsafe { sys::ioctl(1, libc::TIOCGWINSZ, &mut ws as *mut _ as usize) }.is_ok() {
         set_size(m, ws.ws_row, ws.ws_col);
     }
+}
+
+/// Copies kiln's stdin to the pty master and the master to kiln's stdout until the container
+/// side closes; then reaps `pid` and returns its exit code. With a forwarder, signals kiln gets
+/// go to `pid` (SIGWINCH resizes the pty instead).
+pub fn proxy(master: OwnedFd, pid: libc::pid_t, signals: Option<&Forwarder>) -> Result<i32> {
+    let m = master.as_raw_fd();
+    copy_size(m);
     let _raw = RawMode::enter();
     let mut stdin_open = true;
     let mut buf = [0u8; 8192];
@@ -124,15 +131,29 @@ pub fn proxy(master: OwnedFd, pid: libc::pid_t) -> Result<i32> {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: signals.map_or(-1, Forwarder::fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        // SAFETY: `fds` is a valid array of two pollfd.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // SAFETY: `fds` is a valid array of three pollfd.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
             return Err(e).step("poll on the pty");
+        }
+        while let Some(s) = signals.and_then(Forwarder::next) {
+            match s {
+                libc::SIGCHLD => {}
+                libc::SIGWINCH => copy_size(m),
+                s => {
+                    let _ = sys::kill(pid, s);
+                }
+            }
         }
         if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
             // SAFETY: reading into a live buffer.

@@ -66,10 +66,10 @@ pub struct CreateFlags {
     /// Do not use pivot_root (for a rootfs on ramfs).
     #[arg(long)]
     pub no_pivot: bool,
-    /// Accepted for runc compatibility (kiln never creates a session keyring).
+    /// Do not join a fresh session keyring `_ses.<id>` (the caller's keyring stays visible).
     #[arg(long)]
     pub no_new_keyring: bool,
-    /// Accepted for runc compatibility (extra fds are not passed).
+    /// Pass descriptors 3..3+N of kiln into the container process.
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
 }
@@ -80,6 +80,9 @@ impl CreateFlags {
             console_socket: self.console_socket.clone(),
             pid_file: self.pid_file.clone(),
             no_pivot: self.no_pivot,
+            no_new_keyring: self.no_new_keyring,
+            preserve_fds: self.preserve_fds,
+            forward_signals: true,
         }
     }
 }
@@ -155,7 +158,7 @@ pub struct ExecArgs {
     /// UID[:GID] to run as.
     #[arg(short, long)]
     user: Option<String>,
-    /// Accepted for runc compatibility.
+    /// Pass descriptors 3..3+N of kiln into the process.
     #[arg(long, default_value_t = 0)]
     preserve_fds: u32,
     /// Container id.
@@ -351,6 +354,8 @@ fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
         console_socket: a.console_socket.clone(),
         pid_file: a.pid_file.clone(),
         detach: a.detach,
+        preserve_fds: a.preserve_fds,
+        forward_signals: true,
     };
     match c
         .exec(&process, &opts)

@@ -87,7 +87,7 @@ fn run_deploy(global: &Global, args: DeployArgs) -> Result<()> {
         .with_context(|| format!("opening store {}", global.store.display()))?;
     let req = DeployRequest {
         runtime_root: global.root.clone(),
-        kiln_bin: std::env::current_exe().context("locating the kiln binary")?,
+        kiln_bin: kiln_runtime::sealed_exe::host_exe().context("locating the kiln binary")?,
         env: args.env.clone(),
         parent: args.parent.clone(),
         config: project.config,
@@ -165,7 +165,7 @@ fn run_shell(global: &Global, args: ShellArgs) -> Result<i32> {
     let Some(id) = svc.container_id.as_deref() else {
         bail!("service {} of {} has no container", args.service, args.env);
     };
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    let mut cmd = std::process::Command::new(kiln_runtime::sealed_exe::host_exe()?);
     cmd.arg("--root").arg(&global.root).arg("exec");
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         cmd.arg("-t");

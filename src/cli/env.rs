@@ -131,7 +131,7 @@ fn dispatch(global: &Global, cmd: EnvCommand) -> Result<()> {
             println!("env {env}: stopped {}", stopped.join(", "));
         }
         EnvCommand::Start { env } => {
-            let exe = std::env::current_exe().context("locating the kiln binary")?;
+            let exe = kiln_runtime::sealed_exe::host_exe().context("locating the kiln binary")?;
             let started = lifecycle::start(root, &exe, &env)
                 .with_context(|| format!("starting environment {env}"))?;
             println!("env {env}: started {}", started.join(", "));
@@ -148,7 +148,7 @@ fn router_action(global: &Global, env: &str, action: RouterAction) -> Result<()>
     match action {
         RouterAction::Start(opts) => {
             let config = opts.config(global, env);
-            let exe = std::env::current_exe().context("locating the kiln binary")?;
+            let exe = kiln_runtime::sealed_exe::host_exe().context("locating the kiln binary")?;
             let info = daemon::start(&exe, &config)?;
             EnvState::update(root, env, |s| {
                 s.router = Some(info.clone());
