@@ -84,6 +84,19 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A layer went over one of its resource limits (nothing of it is kept).
+    #[error(transparent)]
+    Limit(#[from] crate::layer::LimitExceeded),
+    /// A `KILN_LAYER_MAX_*` variable that is not a size.
+    #[error(
+        "{var}={value:?}: not a size (a number of bytes or entries, optionally with k, m, g or t)"
+    )]
+    BadLimit {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// A source for a layer could not be turned into a tar entry.
     #[error("layer source {}: {reason}", path.display())]
     BadSource {
@@ -113,10 +126,14 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|error| Error::Io {
-            op,
-            path: path.to_path_buf(),
-            error,
+        self.map_err(|error| match crate::layer::LimitExceeded::from_io(&error) {
+            // A metering reader stopped the stream: the limit is the error, not the read.
+            Some(limit) => Error::Limit(limit.clone()),
+            None => Error::Io {
+                op,
+                path: path.to_path_buf(),
+                error,
+            },
         })
     }
 }

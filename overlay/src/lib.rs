@@ -24,7 +24,7 @@ pub use fsck::{CorruptBlob, FsckReport, MissingBlob};
 pub use gc::GcReport;
 pub use image::{chain_ids, default_config, Image, NewImage, DEFAULT_PATH};
 pub use ingest::{Blob, BlobWriter};
-pub use layer::{Compression, Layer, LayerOptions, LayerSource};
+pub use layer::{Compression, Layer, LayerOptions, LayerSource, Limit, LimitExceeded, Limits};
 pub use mount::{mount_overlay, unmount, OverlayMount, Upper};
 pub use refs::{validate_ref, REF_NAME};
 pub use store::{Lease, Store};

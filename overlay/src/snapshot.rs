@@ -65,9 +65,11 @@ impl Store {
                 .ctx("chmod", tmp.path())?;
         }
         let mut reader = LayerReader::new(self.open_blob(&layer.digest)?)
-            .ctx("read layer", &self.blob_path(&layer.digest))?;
+            .ctx("read layer", &self.blob_path(&layer.digest))?
+            .with_limits(self.limits());
         let opts = ApplyOptions {
             whiteouts: WhiteoutMode::Overlay,
+            limits: *self.limits(),
             ..ApplyOptions::default()
         };
         apply_layer(&mut reader, tmp.path(), &opts)?;

@@ -14,6 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::layer::Limits;
 
 /// `oci-layout` file contents (image-spec 1.x).
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -25,6 +26,8 @@ const EMPTY_INDEX: &[u8] =
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Bounds on every layer unpacked or imported through this store.
+    limits: Limits,
 }
 
 /// A shared hold on the store that keeps [`Store::gc`] from running (and from deleting blobs or
@@ -42,9 +45,12 @@ pub(crate) struct LockGuard {
 
 impl Store {
     /// Opens the store at `root`, creating its directories, `oci-layout` and `index.json` if missing.
+    /// Layers are bounded by [`Limits::from_env`] (the defaults unless `KILN_LAYER_MAX_*` is set);
+    /// an invalid variable is an error.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let store = Self {
             root: root.as_ref().to_path_buf(),
+            limits: Limits::from_env()?,
         };
         for dir in [
             store.blobs_dir(),
@@ -68,6 +74,17 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// The same store with other bounds on the layers it unpacks and imports.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds on the layers this store unpacks and imports.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The store's root directory.

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod cgroups;
+mod config;
 mod container;
 mod error;
 mod exec;
@@ -28,6 +29,7 @@ mod sys;
 mod sysctl;
 mod tty;
 
+pub use config::check_config;
 pub use container::{load_spec, Container, CreateOptions, Created, Runtime};
 pub use error::{Error, Result};
 pub use exec::{ExecOptions, ExecOutcome};

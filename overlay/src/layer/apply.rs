@@ -1,10 +1,18 @@
 //! The safe applier: unpacks a layer's tar into a directory, honouring OCI whiteouts, and never
 //! writes outside it. Every path is resolved with `openat2(RESOLVE_BENEATH)` from the target's fd,
 //! and the last component is created with `*at` calls that do not follow symlinks.
+//!
+//! Resources are bounded by [`Limits`], checked while the tar streams and before each entry is
+//! written; the applier's own memory does not grow with the entries (a stack of open directories,
+//! and in [`WhiteoutMode::Apply`] one 64-bit hash per path for opaque markers, bounded by
+//! `max_entries`). GNU sparse entries are refused: no OCI layer writer produces them, and their
+//! holes are the one way for a few bytes of tar to claim gigabytes.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -17,6 +25,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use tar::EntryType;
 
+use super::limits::{Limit, Limits, Meter, Metered};
 use super::xattr;
 use super::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
 use crate::error::{Error, IoContext, Result, SysContext};
@@ -43,6 +52,8 @@ pub struct ApplyOptions {
     pub owners: bool,
     /// Restore `SCHILY.xattr.*` records (`trusted.overlay.*` is always refused).
     pub xattrs: bool,
+    /// Resource bounds (a layer over one is refused with [`Error::Limit`]).
+    pub limits: Limits,
 }
 
 impl Default for ApplyOptions {
@@ -52,6 +63,7 @@ impl Default for ApplyOptions {
             allow_devices: false,
             owners: nix::unistd::geteuid().is_root(),
             xattrs: true,
+            limits: Limits::default(),
         }
     }
 }
@@ -63,10 +75,14 @@ pub struct ApplyStats {
     pub entries: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+    /// Apparent size of the files, as their headers declare it (checked before writing).
+    pub declared: u64,
 }
 
 /// Unpacks the uncompressed tar stream `tar` into `target` (an existing directory).
-/// A refused entry stops the apply with [`Error::UnsafeEntry`] naming it.
+/// A refused entry stops the apply with [`Error::UnsafeEntry`] naming it, a layer over
+/// `opts.limits` with [`Error::Limit`]; either way what was written so far stays in `target`
+/// (callers unpack into a temp dir and drop it).
 pub fn apply_layer(tar: impl Read, target: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
     let root: OwnedFd = openat(
         nix::fcntl::AT_FDCWD,
@@ -75,19 +91,32 @@ pub fn apply_layer(tar: impl Read, target: &Path, opts: &ApplyOptions) -> Result
         Mode::empty(),
     )
     .sys("open target directory", target)?;
+    let meter = Meter::new(&opts.limits);
     let mut a = Applier {
         root,
         target,
         opts,
-        written: HashSet::new(),
+        meter: &meter,
+        written: HashSet::default(),
         dirs: Vec::new(),
         stats: ApplyStats::default(),
         buf: vec![0u8; 256 << 10],
     };
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().ctx("read layer tar into", target)? {
+    let mut archive = tar::Archive::new(Metered {
+        inner: tar,
+        meter: &meter,
+    });
+    let mut entries = archive.entries().ctx("read layer tar into", target)?;
+    loop {
+        // PAX records and GNU long names are read by the parser here: bounded by the meter.
+        meter.headers_begin();
+        let next = entries.next();
+        meter.headers_end();
+        let Some(entry) = next else { break };
         let mut entry = entry.ctx("read layer tar into", target)?;
         a.entry(&mut entry)?;
+        // Data no entry type uses (a directory with a size) is read here, under the byte budget.
+        io::copy(&mut entry, &mut io::sink()).ctx("read layer tar into", target)?;
     }
     a.finish()
 }
@@ -96,9 +125,12 @@ struct Applier<'a> {
     root: OwnedFd,
     target: &'a Path,
     opts: &'a ApplyOptions,
-    /// Paths this layer created (an opaque marker must not hide them).
-    written: HashSet<Vec<OsString>>,
-    /// Directories whose mtime is set at the end (their children change it meanwhile).
+    meter: &'a Meter<'a>,
+    /// Hashes of the paths this layer created (an opaque marker must not hide them); only kept in
+    /// [`WhiteoutMode::Apply`]. A collision (2^-64, keys random per apply) only keeps a lower file.
+    written: HashSet<u64, RandomState>,
+    /// The directories being filled, each a prefix of the next: their mtime is set once entries
+    /// leave them (their children change it meanwhile). O(depth), not O(entries).
     dirs: Vec<(Vec<OsString>, i64)>,
     stats: ApplyStats,
     buf: Vec<u8>,
@@ -136,15 +168,18 @@ impl Applier<'_> {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
+        self.meter.set_entry(&name);
+        self.stats.entries += 1;
+        self.check(entry, &raw, &name)?;
         let kind = entry.header().entry_type();
         if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
             return Ok(());
         }
         let comps = components(&raw, &name)?;
+        self.leave_dirs(&comps)?;
         let Some((base, parent)) = comps.split_last() else {
             return Ok(()); // the root itself ("./")
         };
-        self.stats.entries += 1;
         let base_bytes = base.as_bytes();
         if base_bytes == OPAQUE_WHITEOUT.as_bytes() {
             return self.opaque(parent, &name);
@@ -195,7 +230,7 @@ impl Applier<'_> {
                 self.own_and_mode(fd.as_fd(), uid, gid, mode, &path)?;
                 self.dirs.push((comps.clone(), mtime));
             }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+            EntryType::Regular | EntryType::Continuous => {
                 remove_at(dir.as_fd(), base, &path)?;
                 let fd = openat(
                     &dir,
@@ -302,7 +337,63 @@ impl Applier<'_> {
             }
             other => return Err(refuse(&name, format!("unsupported entry type {other:?}"))),
         }
-        self.written.insert(comps);
+        if self.opts.whiteouts == WhiteoutMode::Apply {
+            self.written.insert(self.written.hasher().hash_one(&comps));
+        }
+        Ok(())
+    }
+
+    /// The limits that an entry's header alone can break, checked before anything is written.
+    fn check<R: Read>(&mut self, entry: &tar::Entry<'_, R>, raw: &[u8], name: &str) -> Result<()> {
+        let limits = &self.opts.limits;
+        Limit::Entries.check(limits, name, self.stats.entries)?;
+        Limit::PathBytes.check(limits, name, raw.len() as u64)?;
+        if let Some(link) = entry.link_name_bytes() {
+            Limit::PathBytes.check(limits, name, link.len() as u64)?;
+        }
+        match entry.header().entry_type() {
+            EntryType::GNUSparse => Err(refuse(
+                name,
+                "GNU sparse file (refused: OCI layers never need one, and holes would let a few \
+                 bytes of tar claim any size)",
+            )),
+            EntryType::Regular | EntryType::Continuous => {
+                let size = entry.size();
+                Limit::FileBytes.check(limits, name, size)?;
+                self.stats.declared = self.stats.declared.saturating_add(size);
+                Limit::ExpandedBytes.check(limits, name, self.stats.declared)?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets the mtime of the directories being filled that `comps` is not inside of.
+    fn leave_dirs(&mut self, comps: &[OsString]) -> Result<()> {
+        while let Some((parts, mtime)) = self.dirs.last() {
+            if comps.len() > parts.len() && comps.starts_with(parts) {
+                break;
+            }
+            self.set_dir_mtime(parts, *mtime)?;
+            self.dirs.pop();
+        }
+        Ok(())
+    }
+
+    /// Sets a directory's mtime (if it is still a directory beneath the target).
+    fn set_dir_mtime(&self, parts: &[OsString], mtime: i64) -> Result<()> {
+        let path = self.target.join(join(parts));
+        if let Ok(fd) = self.open_dir(parts, false, &path.display().to_string()) {
+            let t = TimeSpec::new(mtime, 0);
+            let d = openat(
+                &fd,
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .sys("open directory", &path)?;
+            futimens(&d, &t, &t).sys("futimens", &path)?;
+        }
         Ok(())
     }
 
@@ -325,7 +416,7 @@ impl Applier<'_> {
                 for child in list_dir(dir.as_fd(), &path)? {
                     let mut p = parent.to_vec();
                     p.push(child.clone());
-                    if !self.written.contains(&p) {
+                    if !self.written.contains(&self.written.hasher().hash_one(&p)) {
                         remove_at(dir.as_fd(), &child, &path.join(&child))?;
                     }
                 }
@@ -499,21 +590,8 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn finish(self) -> Result<ApplyStats> {
-        for (parts, mtime) in self.dirs.iter().rev() {
-            let path = self.target.join(join(parts));
-            if let Ok(fd) = self.open_dir(parts, false, &path.display().to_string()) {
-                let t = TimeSpec::new(*mtime, 0);
-                let d = openat(
-                    &fd,
-                    ".",
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .sys("open directory", &path)?;
-                futimens(&d, &t, &t).sys("futimens", &path)?;
-            }
-        }
+    fn finish(mut self) -> Result<ApplyStats> {
+        self.leave_dirs(&[])?;
         Ok(self.stats)
     }
 }

@@ -1,6 +1,7 @@
 //! Layers: the deterministic writer (tree → tar → compressed blob) and the safe applier.
 
 pub mod apply;
+mod limits;
 mod pgzip;
 mod pipeline;
 mod read;
@@ -15,6 +16,7 @@ use oci_spec::image::MediaType;
 use crate::digest::Digest;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyStats, WhiteoutMode};
+pub use limits::{Limit, LimitExceeded, Limits};
 pub use read::{LayerDigests, LayerReader};
 pub use tar_writer::write_tar;
 

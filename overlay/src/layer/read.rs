@@ -3,6 +3,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
+use super::limits::{Limit, Limits};
 use crate::digest::{Digest, Hasher, HashingReader};
 
 /// Buffer for the compressed side.
@@ -18,6 +19,10 @@ enum Decoder<R: Read> {
 pub struct LayerReader<R: Read> {
     dec: Decoder<R>,
     tar: Hasher,
+    /// Uncompressed bytes read so far.
+    read: u64,
+    /// Bounds the uncompressed stream (gzip/zstd bombs), trailing bytes included.
+    limits: Option<Limits>,
 }
 
 /// Digests of a layer read to its end.
@@ -46,7 +51,16 @@ impl<R: Read> LayerReader<R> {
         Ok(Self {
             dec,
             tar: Hasher::new(),
+            read: 0,
+            limits: None,
         })
+    }
+
+    /// Stops decompressing with a [`crate::LimitExceeded`] (inside the `io::Error`) once the
+    /// uncompressed stream, trailing bytes included, goes over `limits.max_expanded_bytes`.
+    pub fn with_limits(mut self, limits: &Limits) -> Self {
+        self.limits = Some(*limits);
+        self
     }
 
     /// Reads whatever is left (tar padding, trailing bytes) and returns both digests.
@@ -76,6 +90,10 @@ impl<R: Read> Read for LayerReader<R> {
             Decoder::Plain(b) => b.read(buf)?,
         };
         self.tar.update(&buf[..n]);
+        self.read += n as u64;
+        if let Some(limits) = &self.limits {
+            Limit::ExpandedBytes.check(limits, "(uncompressed layer stream)", self.read)?;
+        }
         Ok(n)
     }
 }
