@@ -13,6 +13,7 @@ pub mod cgroups;
 mod container;
 mod error;
 mod exec;
+pub mod hardening;
 mod hooks;
 mod init;
 mod namespaces;
