@@ -10,11 +10,13 @@
 
 use std::collections::HashSet;
 
+use oci_spec::OciSpecError;
+
 use oci_spec::runtime::{
     get_default_maskedpaths, get_default_readonly_paths, Arch, Capability, LinuxCapabilities,
     LinuxCapabilitiesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg,
     LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall,
-    LinuxSyscallBuilder, OciSpecError, Spec,
+    LinuxSyscallBuilder, Spec,
 };
 
 /// Syscalls allowed whatever their arguments.
