@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use common::{copy_example, git, shared_deb_cache, Sandbox};
@@ -96,9 +96,6 @@ fn shell(sb: &Sandbox, env: &str, service: &str, python: &str) -> std::process::
 #[test]
 fn shop_services_run_mapped_confined_and_still_work() {
     let sb = Sandbox::new();
-    // The containers' roots (host ids of the range) walk the sandbox's paths.
-    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod sandbox");
     vendor(&sb, "python");
     vendor(&sb, "redis");
     let repo = shop_repo(&sb);

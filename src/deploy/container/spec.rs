@@ -231,6 +231,64 @@ pub fn resolve_user(rootfs: &Path, service: &str, user: &str) -> Result<(u32, u3
 mod tests {
     use super::*;
 
+    fn container(id_map: Option<IdRange>) -> ContainerSpec {
+        ContainerSpec {
+            service: "web".into(),
+            args: vec!["true".into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: (0, 0),
+            rootfs: "/r".into(),
+            netns: "/run/n".into(),
+            hosts: "/h".into(),
+            log: "/l".into(),
+            volumes: Vec::new(),
+            cgroup: "kiln/x".into(),
+            hostname: "web".into(),
+            id_map,
+        }
+    }
+
+    #[test]
+    fn mapped_services_get_a_user_namespace_hardening_and_no_sys() {
+        let ids = IdRange {
+            host: 1_000_000,
+            size: 65536,
+        };
+        let spec = build(&container(Some(ids))).expect("spec");
+        let linux = spec.linux().as_ref().expect("linux");
+        let types: Vec<_> = linux
+            .namespaces()
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert!(types.contains(&LinuxNamespaceType::User), "{types:?}");
+        let uid = &linux.uid_mappings().as_deref().expect("uid map")[0];
+        assert_eq!(
+            (uid.container_id(), uid.host_id(), uid.size()),
+            (0, 1_000_000, 65536)
+        );
+        assert!(linux.seccomp().is_some());
+        let has_sys = |s: &Spec| {
+            s.mounts()
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .any(|m| m.destination() == Path::new("/sys"))
+        };
+        assert!(!has_sys(&spec));
+        let proc = spec.process().as_ref().expect("process");
+        assert_eq!(proc.no_new_privileges(), &Some(true));
+        // Opted out: no user namespace, a read-only sysfs, the same hardening.
+        let host = build(&container(None)).expect("spec");
+        let linux = host.linux().as_ref().expect("linux");
+        assert!(linux.uid_mappings().is_none());
+        assert!(linux.seccomp().is_some());
+        assert!(has_sys(&host));
+    }
+
     #[test]
     fn users_resolve_by_name_number_and_group() {
         let t = tempfile::tempdir().expect("tempdir");

@@ -1,7 +1,9 @@
 //! A whole `kiln deploy` of examples/shop (deploy hook and post tasks removed) into a
 //! throwaway environment: the first deploy, no-op redeploys of the same commit, code changes
 //! (web/VERSION) without load with per-step times, and code changes under keep-alive load
-//! through the environment's router.
+//! through the environment's router; then what the user namespace costs: deploys alternating
+//! between every service in its user namespace (the default) and every service opted out
+//! (`security.host_root`), each replacing both services.
 //!
 //! `wall_ms` is the kiln process (build included), `total_ms` and `hold_ms` come from its JSON
 //! report (`total_ms` starts after the build).
@@ -47,7 +49,73 @@ pub fn measure(report: &mut Report, kiln: &Path, params: &Params, k: &Knobs) -> 
     noops(report, &sb, k)?;
     let mut version = 1;
     code_changes(report, &sb, k, &mut version)?;
-    under_load_changes(report, &sb, k, &mut version)
+    under_load_changes(report, &sb, k, &mut version)?;
+    userns_cost(report, &sb, k, &mut version)
+}
+
+/// `reps` deploys of each mode, alternating: user namespaces (idmapped image and volumes) and
+/// host root. Switching mode changes every service's config, so each deploy replaces both.
+fn userns_cost(report: &mut Report, sb: &Sandbox, k: &Knobs, version: &mut usize) -> Result<()> {
+    // (mode, wall, total, hold, create step)
+    let mut runs: Vec<(bool, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![
+        (true, Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        (false, Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+    ];
+    // Starts in the default mode: the first deploy opts out.
+    for i in 0..2 * k.reps {
+        let host_root = i % 2 == 0;
+        *version += 1;
+        sb.set_host_root(host_root, *version)?;
+        let d = sb.deploy()?;
+        if d.changes.replace.len() != 2 {
+            bail!(
+                "switching host_root did not replace both services: {:?}",
+                d.changes
+            );
+        }
+        let create = d
+            .steps
+            .iter()
+            .filter(|s| s.step == "create")
+            .map(|s| s.ms)
+            .sum();
+        let r = &mut runs[usize::from(!host_root)];
+        r.1.push(d.wall_ms);
+        r.2.push(d.total_ms);
+        r.3.push(d.hold_ms);
+        r.4.push(create);
+    }
+    let mut medians = Vec::new();
+    for (host_root, mut wall, mut total, mut hold, mut create) in runs {
+        let label = if host_root {
+            "host root (opted out)"
+        } else {
+            "user namespace (default)"
+        };
+        let row = [
+            ("wall_ms", median(&mut wall)),
+            ("total_ms", median(&mut total)),
+            ("hold_ms", median(&mut hold)),
+            ("create_ms", median(&mut create)),
+        ];
+        report.row(
+            format!(
+                "kiln deploy: both services replaced, {label} ({} reps)",
+                k.reps
+            ),
+            &row,
+        );
+        medians.push(row);
+    }
+    report.summary.insert(
+        "user namespace cost: total ms, median (userns - host root)".into(),
+        medians[1][1].1 - medians[0][1].1,
+    );
+    report.summary.insert(
+        "user namespace cost: create step ms, median (userns - host root)".into(),
+        medians[1][3].1 - medians[0][3].1,
+    );
+    Ok(())
 }
 
 /// `reps` redeploys of the same commit: nothing may change or be held.
