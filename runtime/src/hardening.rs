@@ -479,7 +479,7 @@ mod tests {
         let mut spec = Spec::default();
         harden(&mut spec).expect("harden");
         let p = spec.process().as_ref().expect("process");
-        assert_eq!(p.no_new_privileges(), &Some(true));
+        assert_eq!(p.no_new_privileges(), Some(true));
         let caps = p.capabilities().as_ref().expect("caps");
         let bnd = caps.bounding().as_ref().expect("bounding");
         assert_eq!(bnd.len(), SERVICE_CAPABILITIES.len());

@@ -280,7 +280,7 @@ mod tests {
         };
         assert!(!has_sys(&spec));
         let proc = spec.process().as_ref().expect("process");
-        assert_eq!(proc.no_new_privileges(), &Some(true));
+        assert_eq!(proc.no_new_privileges(), Some(true));
         // Opted out: no user namespace, a read-only sysfs, the same hardening.
         let host = build(&container(None)).expect("spec");
         let linux = host.linux().as_ref().expect("linux");
