@@ -53,15 +53,21 @@ pub fn measure(report: &mut Report, kiln: &Path, params: &Params, k: &Knobs) -> 
     userns_cost(report, &sb, k, &mut version)
 }
 
+/// The deploys of one mode of [`userns_cost`].
+#[derive(Default)]
+struct Mode {
+    wall: Vec<f64>,
+    total: Vec<f64>,
+    hold: Vec<f64>,
+    create: Vec<f64>,
+}
+
 /// `reps` deploys of each mode, alternating: user namespaces (idmapped image and volumes) and
 /// host root. Switching mode changes every service's config, so each deploy replaces both.
 fn userns_cost(report: &mut Report, sb: &Sandbox, k: &Knobs, version: &mut usize) -> Result<()> {
-    // (mode, wall, total, hold, create step)
-    let mut runs: Vec<(bool, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![
-        (true, Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-        (false, Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-    ];
-    // Starts in the default mode: the first deploy opts out.
+    // [host root, user namespace]
+    let mut modes = [Mode::default(), Mode::default()];
+    // Starts in the default mode: the first deploy opts out, the last returns to the default.
     for i in 0..2 * k.reps {
         let host_root = i % 2 == 0;
         *version += 1;
@@ -73,47 +79,45 @@ fn userns_cost(report: &mut Report, sb: &Sandbox, k: &Knobs, version: &mut usize
                 d.changes
             );
         }
-        let create = d
-            .steps
-            .iter()
-            .filter(|s| s.step == "create")
-            .map(|s| s.ms)
-            .sum();
-        let r = &mut runs[usize::from(!host_root)];
-        r.1.push(d.wall_ms);
-        r.2.push(d.total_ms);
-        r.3.push(d.hold_ms);
-        r.4.push(create);
+        let m = &mut modes[usize::from(!host_root)];
+        m.wall.push(d.wall_ms);
+        m.total.push(d.total_ms);
+        m.hold.push(d.hold_ms);
+        m.create.push(
+            d.steps
+                .iter()
+                .filter(|s| s.step == "create")
+                .map(|s| s.ms)
+                .sum(),
+        );
     }
     let mut medians = Vec::new();
-    for (host_root, mut wall, mut total, mut hold, mut create) in runs {
-        let label = if host_root {
-            "host root (opted out)"
-        } else {
-            "user namespace (default)"
-        };
-        let row = [
-            ("wall_ms", median(&mut wall)),
-            ("total_ms", median(&mut total)),
-            ("hold_ms", median(&mut hold)),
-            ("create_ms", median(&mut create)),
-        ];
+    for (label, mut m) in ["host root (opted out)", "user namespace (default)"]
+        .into_iter()
+        .zip(modes)
+    {
+        let (total, create) = (median(&mut m.total), median(&mut m.create));
         report.row(
             format!(
                 "kiln deploy: both services replaced, {label} ({} reps)",
                 k.reps
             ),
-            &row,
+            &[
+                ("wall_ms", median(&mut m.wall)),
+                ("total_ms", total),
+                ("hold_ms", median(&mut m.hold)),
+                ("create_ms", create),
+            ],
         );
-        medians.push(row);
+        medians.push((total, create));
     }
     report.summary.insert(
         "user namespace cost: total ms, median (userns - host root)".into(),
-        medians[1][1].1 - medians[0][1].1,
+        medians[1].0 - medians[0].0,
     );
     report.summary.insert(
         "user namespace cost: create step ms, median (userns - host root)".into(),
-        medians[1][3].1 - medians[0][3].1,
+        medians[1].1 - medians[0].1,
     );
     Ok(())
 }
