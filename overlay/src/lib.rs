@@ -7,6 +7,7 @@ mod error;
 mod export;
 mod fsck;
 mod gc;
+pub mod idmap;
 mod image;
 mod import;
 mod ingest;

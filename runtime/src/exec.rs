@@ -41,13 +41,15 @@ pub enum ExecOutcome {
     Exited(i32),
 }
 
-/// Namespaces in the order they are joined (user first: it grants the rights for the rest).
+/// Namespaces in the order they are joined. User last: the runtime is root in the host user
+/// namespace, which may join namespaces of any user namespace, while a joined user namespace
+/// could not join one the host's owns (a network namespace kiln made).
 const NS_ORDER: &[(&str, libc::c_int)] = &[
-    ("user", libc::CLONE_NEWUSER),
     ("ipc", libc::CLONE_NEWIPC),
     ("uts", libc::CLONE_NEWUTS),
     ("net", libc::CLONE_NEWNET),
     ("mnt", libc::CLONE_NEWNS),
+    ("user", libc::CLONE_NEWUSER),
 ];
 
 /// Opens the namespaces of `pid` that differ from ours.

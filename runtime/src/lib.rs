@@ -14,6 +14,7 @@ mod config;
 mod container;
 mod error;
 mod exec;
+pub mod hardening;
 mod hooks;
 mod init;
 mod namespaces;

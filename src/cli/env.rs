@@ -231,6 +231,7 @@ fn print_status(s: &EnvStatus) {
             svc.map_or("-", |v| v.image.as_str()),
             svc.map_or("", |v| v.digest.as_str())
         );
+        println!("    user: {}", live.user);
         for (rel, ends) in svc.map(|v| &v.links).into_iter().flatten() {
             for e in ends {
                 println!(

@@ -15,6 +15,13 @@ use super::layout;
 use super::process::ProcessRef;
 use super::router::RouterInfo;
 
+pub use kiln_overlay::idmap::IdRange;
+
+/// The first host id of the first environment's range (above the usual /etc/subuid ranges).
+pub const ID_BASE: u32 = 1_000_000;
+/// Ids per environment: container ids 0..65535.
+pub const ID_RANGE_SIZE: u32 = 65_536;
+
 /// What kiln records about an environment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +52,10 @@ pub struct EnvState {
     /// The network plan applied (to set the namespaces up again should they be gone).
     #[serde(default)]
     pub network: Option<kiln_netns::Plan>,
+    /// The host ids its services' user namespaces map container ids 0.. to (claimed on the
+    /// first deploy, kept for every later one and `env start`).
+    #[serde(default)]
+    pub id_range: Option<IdRange>,
     /// When the record was last written (seconds since the epoch).
     #[serde(default)]
     pub updated_unix: u64,
@@ -83,6 +94,12 @@ pub struct ServiceState {
     /// How to tell it is ready (deploy, rollback and env start wait for it).
     #[serde(default)]
     pub health: HealthCheck,
+    /// Its container's user namespace mapping; None: it runs as host root.
+    #[serde(default)]
+    pub id_map: Option<IdRange>,
+    /// Whether it opted out of the user namespace (`security.host_root` in kiln.toml).
+    #[serde(default)]
+    pub host_root: bool,
 }
 
 /// What makes a service healthy: its command exits 0, or else every port answers.
@@ -220,6 +237,70 @@ impl EnvState {
     }
 }
 
+/// `$KILN_RUNTIME/id-ranges`: one file per claimed range, named by its first host id, holding
+/// the environment's name.
+fn id_ranges_dir(runtime_root: &Path) -> PathBuf {
+    runtime_root.join("id-ranges")
+}
+
+/// The id range of the environment `record` describes: the recorded one, else the one a
+/// previous record of the same name claimed, else the lowest free one (claimed by creating its
+/// file, so two environments never share one). Records it in `record`.
+pub fn id_range(runtime_root: &Path, record: &mut EnvState) -> Result<IdRange, DeployError> {
+    if let Some(r) = record.id_range {
+        return Ok(r);
+    }
+    let dir = id_ranges_dir(runtime_root);
+    std::fs::create_dir_all(&dir).map_err(|e| DeployError::io("creating", &dir, e))?;
+    let range = |host| IdRange {
+        host,
+        size: ID_RANGE_SIZE,
+    };
+    let entries = std::fs::read_dir(&dir).map_err(|e| DeployError::io("listing", &dir, e))?;
+    for entry in entries.flatten() {
+        let owner = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let host = entry.file_name().to_str().and_then(|n| n.parse().ok());
+        if let (Some(host), true) = (host, owner.trim() == record.env) {
+            record.id_range = Some(range(host));
+            return Ok(range(host));
+        }
+    }
+    let mut slot: u32 = 0;
+    loop {
+        let host = slot
+            .checked_mul(ID_RANGE_SIZE)
+            .and_then(|o| o.checked_add(ID_BASE))
+            .filter(|h| h.checked_add(ID_RANGE_SIZE).is_some())
+            .ok_or_else(|| DeployError::State {
+                path: dir.clone(),
+                message: "every host id range is claimed".into(),
+            })?;
+        let path = dir.join(host.to_string());
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                use std::io::Write;
+                f.write_all(record.env.as_bytes())
+                    .map_err(|e| DeployError::io("writing", &path, e))?;
+                record.id_range = Some(range(host));
+                return Ok(range(host));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => slot += 1,
+            Err(e) => return Err(DeployError::io("claiming", &path, e)),
+        }
+    }
+}
+
+/// Gives back the id range `env` claimed (after the environment is destroyed).
+pub fn release_id_range(runtime_root: &Path, env: &str) {
+    let dir = id_ranges_dir(runtime_root);
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if std::fs::read_to_string(entry.path()).is_ok_and(|o| o.trim() == env) {
+            // Best effort: a range left claimed is only unused ids.
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Every environment known under the runtime root or with volumes in the store, sorted.
 pub fn list(runtime_root: &Path, store: &Path) -> Result<Vec<String>, DeployError> {
     let mut names = BTreeSet::new();
@@ -276,5 +357,23 @@ mod tests {
             .to_string();
         assert!(err.contains("state.json") && err.contains("other"), "{err}");
         assert!(EnvState::load(root, "../x").is_err());
+    }
+
+    #[test]
+    fn id_ranges_are_distinct_stable_and_released() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root = root.path();
+        let mut a = EnvState::new("a");
+        let mut b = EnvState::new("b");
+        let ra = id_range(root, &mut a).expect("a");
+        let rb = id_range(root, &mut b).expect("b");
+        assert_eq!(ra.host, ID_BASE);
+        assert_eq!(rb.host, ID_BASE + ID_RANGE_SIZE);
+        assert_eq!(a.id_range, Some(ra));
+        // A fresh record of the same environment finds its claim again.
+        assert_eq!(id_range(root, &mut EnvState::new("a")).expect("again"), ra);
+        release_id_range(root, "a");
+        let rc = id_range(root, &mut EnvState::new("c")).expect("c");
+        assert_eq!(rc, ra, "a released range is reused");
     }
 }

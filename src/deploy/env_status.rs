@@ -51,6 +51,13 @@ pub struct ServiceLive {
     pub pid: Option<u32>,
     /// Whether its network namespace is mounted.
     pub netns_present: bool,
+    /// Who its root is on the host: `uid 0-65535 → host 1000000-1065535`, or `host root`
+    /// (with `(opted out)` when kiln.toml says `security.host_root`).
+    pub user: String,
+    /// Whether it opted out of the user namespace.
+    pub host_root: bool,
+    /// Its init's /proc/<pid>/uid_map as the kernel shows it now (when running).
+    pub uid_map: Option<String>,
 }
 
 /// Reads the live state of `env`.
@@ -95,9 +102,27 @@ fn live(name: &str, s: &ServiceState, netns: &[String]) -> ServiceLive {
         Some(_) => ("exited", None),
         None => ("not started", None),
     };
+    let user = match (&s.id_map, s.host_root) {
+        (Some(r), _) => format!(
+            "uid 0-{} → host {}-{}",
+            r.size.saturating_sub(1),
+            r.host,
+            r.host.saturating_add(r.size.saturating_sub(1))
+        ),
+        (None, true) => "host root (opted out)".to_string(),
+        (None, false) => "host root".to_string(),
+    };
+    let uid_map = pid.and_then(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/uid_map"))
+            .ok()
+            .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+    });
     ServiceLive {
         state,
         pid,
         netns_present: netns.iter().any(|n| n == name),
+        user,
+        host_root: s.host_root,
+        uid_map,
     }
 }

@@ -389,11 +389,13 @@ fn swap(
         state.router.as_ref().map_or(req.listen, |r| r.listen)
     );
     let mut created = BTreeMap::new();
+    let ids = super::env_state::id_range(root, state)?;
     for name in changes.replace.iter().chain(&changes.start) {
         let w = &wants[name];
         let log = container::ensure_log(root, env, name)?;
         let from = container::file_len(&log);
-        let (saved, svc_state) = prepare(store, req, &plan, name, w, &router_url)?;
+        let id_map = (!w.service.security.host_root).then_some(ids);
+        let (saved, svc_state) = prepare(store, req, &plan, name, w, &router_url, id_map)?;
         let dir = container::container_dir(root, env, &saved.id);
         progress.started.push((name.clone(), saved.id.clone()));
         let c = container::create(runtime, &dir, &saved)
@@ -634,6 +636,7 @@ fn prepare(
     name: &str,
     w: &Want<'_>,
     router_url: &str,
+    id_map: Option<super::env_state::IdRange>,
 ) -> Result<(Saved, ServiceState), DeployError> {
     let root = &req.runtime_root;
     let env = &req.env;
@@ -691,13 +694,23 @@ fn prepare(
     }
     let mut vols = Vec::new();
     let mut records = Vec::new();
+    let mut staged = Vec::new();
     for (path, vol) in &mounts {
+        // Owned by the container's ids on disk; shifted by an idmapped mount when mapped.
         let host = volumes::ensure(store.root(), env, vol)?;
         if uid_gid != (0, 0) {
             nix::unistd::chown(&host, Some(uid_gid.0.into()), Some(uid_gid.1.into()))
                 .map_err(|e| DeployError::sys("chown", host.display(), e))?;
         }
-        vols.push((host.clone(), path.clone()));
+        let source = match id_map {
+            Some(_) => {
+                let at = container::staged_volume(&dir, staged.len());
+                staged.push((host.clone(), at.clone()));
+                at
+            }
+            None => host.clone(),
+        };
+        vols.push((source, path.clone()));
         records.push(VolumeMount {
             mount: path.clone(),
             volume: vol.clone(),
@@ -743,6 +756,7 @@ fn prepare(
         volumes: vols,
         cgroup: cgroup_of(&id),
         hostname: name.to_string(),
+        id_map,
     };
     let points = spec::mount_points(&c);
     let saved = Saved {
@@ -751,6 +765,8 @@ fn prepare(
         spec: spec::build(&c)?,
         lowers,
         points,
+        id_map,
+        staged,
     };
     let links = plan.relationships(name).map_err(|e| bad(e.to_string()))?;
     let settings = deploy_settings(w.service);
@@ -769,6 +785,8 @@ fn prepare(
             ports: ports(w.service),
             timeout_secs: settings.health_timeout_secs,
         },
+        id_map,
+        host_root: w.service.security.host_root,
     };
     Ok((saved, record))
 }

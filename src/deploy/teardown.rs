@@ -55,6 +55,7 @@ pub fn destroy(
         }
         _ => {}
     }
+    super::env_state::release_id_range(runtime_root, env);
     drop(lock);
     // Best effort: a leftover empty lock file is harmless.
     let _ = std::fs::remove_file(layout::env_lock(runtime_root, env));

@@ -38,6 +38,16 @@ pub struct Service {
     pub mounts: BTreeMap<String, Mount>,
     /// What others may connect to: endpoint name → port and scheme.
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// How its container is confined.
+    pub security: Security,
+}
+
+/// `[services.<name>.security]`, with defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Security {
+    /// Run as host root: no user namespace (container root is host root). The hardened
+    /// seccomp profile, capability set and no_new_privs still apply. Default false.
+    pub host_root: bool,
 }
 
 /// The two kinds of service.

@@ -34,6 +34,14 @@ pub(crate) struct RawService {
     pub mounts: BTreeMap<String, RawMount>,
     pub build: Option<RawBuild>,
     pub deploy: Option<RawDeploy>,
+    pub security: Option<RawSecurity>,
+}
+
+/// `[services.<name>.security]`: opting out of kiln's container defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecurity {
+    pub host_root: Option<bool>,
 }
 
 /// `endpoints.<name> = { port, scheme }` of a service.

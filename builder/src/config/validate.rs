@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::error::Problem;
 use super::model::{
-    App, Build, Deploy, Endpoint, ImageService, Mount, ProjectConfig, Relationship, Service,
-    ServiceKind, APP_ROOT, DEFAULT_HOOK_TIMEOUT_SECS,
+    App, Build, Deploy, Endpoint, ImageService, Mount, ProjectConfig, Relationship, Security,
+    Service, ServiceKind, APP_ROOT, DEFAULT_HOOK_TIMEOUT_SECS,
 };
 use super::schema::{RawBuild, RawDeploy, RawEndpoint, RawProject, RawService, RawSize};
 use super::size::parse_size;
@@ -101,6 +101,13 @@ fn check_service(c: &mut Checker, name: &str, svc: &RawService) -> Option<Servic
         relationships: BTreeMap::new(),
         mounts,
         endpoints,
+        security: Security {
+            host_root: svc
+                .security
+                .as_ref()
+                .and_then(|s| s.host_root)
+                .unwrap_or(false),
+        },
     })
 }
 

@@ -1,6 +1,11 @@
 //! A service's container in an environment: its directory (saved config, root mount point,
 //! mount-point layer), launching it detached from a read-only overlay of its image, stopping
 //! it (SIGTERM, grace, SIGKILL) and running hooks in it.
+//!
+//! A container with a user namespace sees its image and volumes through idmapped mounts (see
+//! `kiln_overlay::idmap`): on disk they keep the container's ids, the mounts shift them into
+//! the environment's host range. They are attached only while the container is created (the
+//! overlay and the container's binds keep their own references), so none stays on the host.
 
 pub mod spec;
 
@@ -8,6 +13,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kiln_overlay::idmap::{IdmappedMount, UserNs};
 use kiln_runtime::{CreateOptions, Runtime, Spec};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +38,33 @@ pub struct Saved {
     pub lowers: Vec<PathBuf>,
     /// Mount points to provide on top of the image (paths in the container).
     pub points: Vec<String>,
+    /// The user namespace's mapping (None: host root).
+    #[serde(default)]
+    pub id_map: Option<super::env_state::IdRange>,
+    /// Volumes seen through idmapped mounts: (host dir, where its idmapped mount is staged;
+    /// the spec binds the staged path).
+    #[serde(default)]
+    pub staged: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Where volume `index` of the container in `dir` is staged (idmapped) for its bind.
+pub fn staged_volume(dir: &Path, index: usize) -> PathBuf {
+    dir.join("idmapped").join(format!("v{index}"))
+}
+
+/// Where lower `index` of the container in `dir` is attached idmapped for its overlay.
+fn mapped_lower(dir: &Path, index: usize) -> PathBuf {
+    dir.join("idmapped").join(format!("l{index}"))
+}
+
+/// Attaches `source` idmapped at `target` (created).
+fn idmapped(ns: &UserNs, source: &Path, target: &Path) -> Result<IdmappedMount, DeployError> {
+    std::fs::create_dir_all(target).map_err(|e| DeployError::io("creating", target, e))?;
+    ns.mount(source, target)
+        .map_err(|source| DeployError::Store {
+            what: format!("idmapping {}", target.display()),
+            source,
+        })
 }
 
 /// `$KILN_RUNTIME/envs/<env>/containers`.
@@ -85,8 +118,9 @@ pub fn ensure_log(runtime_root: &Path, env: &str, service: &str) -> Result<PathB
     Ok(path)
 }
 
-/// Mounts the container's root: the image's snapshots plus a layer of mount points, read-only.
-pub fn mount_root(dir: &Path, saved: &Saved) -> Result<PathBuf, DeployError> {
+/// Mounts the container's root: the image's snapshots plus a layer of mount points, read-only;
+/// through idmapped mounts of `ns` when given.
+pub fn mount_root(dir: &Path, saved: &Saved, ns: Option<&UserNs>) -> Result<PathBuf, DeployError> {
     let points = dir.join("points");
     for p in &saved.points {
         let d = points.join(p.trim_start_matches('/'));
@@ -98,6 +132,14 @@ pub fn mount_root(dir: &Path, saved: &Saved) -> Result<PathBuf, DeployError> {
     std::fs::write(&hosts, b"").map_err(|e| DeployError::io("writing", &hosts, e))?;
     let mut lowers = saved.lowers.clone();
     lowers.push(points);
+    // Detached once the overlay holds its own clones of them.
+    let mut mapped = Vec::new();
+    if let Some(ns) = ns {
+        for (i, lower) in lowers.iter_mut().enumerate() {
+            mapped.push(idmapped(ns, lower, &mapped_lower(dir, i))?);
+            *lower = mapped_lower(dir, i);
+        }
+    }
     let target = rootfs(dir);
     std::fs::create_dir_all(&target).map_err(|e| DeployError::io("creating", &target, e))?;
     let mount = kiln_overlay::mount_overlay(&lowers, None, &target).map_err(|source| {
@@ -167,7 +209,29 @@ fn create_saved(runtime: &Runtime, dir: &Path) -> Result<Created, DeployError> {
     let saved = load(dir)?;
     // The bundle's config.json: exec reads the container's process from it.
     atomic::write_json(&dir.join("config.json"), &saved.spec)?;
-    mount_root(dir, &saved)?;
+    let ns = saved
+        .id_map
+        .map(UserNs::new)
+        .transpose()
+        .map_err(|source| DeployError::Store {
+            what: format!("the user namespace of {}", saved.id),
+            source,
+        })?;
+    mount_root(dir, &saved, ns.as_ref())?;
+    // The volumes' idmapped mounts, bound by the runtime into the container's mount namespace;
+    // detached from the host's when this returns.
+    let mut staged = Vec::new();
+    if let Some(ns) = &ns {
+        for (host, at) in &saved.staged {
+            match idmapped(ns, host, at) {
+                Ok(m) => staged.push(m),
+                Err(e) => {
+                    unmount_root(dir);
+                    return Err(e);
+                }
+            }
+        }
+    }
     match runtime.create_from_spec(
         &saved.id,
         dir,

@@ -1,13 +1,21 @@
 //! The OCI config of a service's container: its command behind a tiny signal-forwarding
 //! shell, read-only root, /tmp as tmpfs, volumes, hosts file and log bound in, and the
-//! service's network namespace joined by path.
+//! service's network namespace joined by path; kiln's hardened defaults (seccomp profile,
+//! service capabilities, no_new_privs, masked paths) and, unless the service opted out, a user
+//! namespace mapping its ids to the environment's host range.
+//!
+//! A service in a user namespace gets no /sys: sysfs can only be mounted by the user namespace
+//! owning the network namespace (the host's, where kiln made it), and a bind of the host's
+//! /sys would show the host's devices and interfaces; no service needs it.
 
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    get_default_mounts, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder,
-    RootBuilder, Spec, UserBuilder,
+    get_default_mounts, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount,
+    MountBuilder, RootBuilder, Spec, UserBuilder,
 };
+
+use crate::deploy::env_state::IdRange;
 
 use crate::deploy::error::DeployError;
 
@@ -41,6 +49,8 @@ pub struct ContainerSpec {
     pub cgroup: String,
     /// The hostname.
     pub hostname: String,
+    /// The user namespace's mapping; None: no user namespace (host root).
+    pub id_map: Option<IdRange>,
 }
 
 /// The wrapper shell: output to the log, the command as its child, SIGTERM forwarded (a pid 1
@@ -116,6 +126,7 @@ pub fn build(c: &ContainerSpec) -> Result<Spec, DeployError> {
     let mut mounts: Vec<Mount> = get_default_mounts()
         .into_iter()
         .filter(|m| m.typ().as_deref() != Some("cgroup"))
+        .filter(|m| c.id_map.is_none() || m.typ().as_deref() != Some("sysfs"))
         .collect();
     mounts.push(
         MountBuilder::default()
@@ -154,10 +165,27 @@ pub fn build(c: &ContainerSpec) -> Result<Spec, DeployError> {
             .map_err(oci)?,
     );
     let mut linux = spec.linux().clone().unwrap_or_default();
+    if let Some(ids) = c.id_map {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .build()
+                .map_err(oci)?,
+        );
+        let map = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(ids.host)
+            .size(ids.size)
+            .build()
+            .map_err(oci)?;
+        linux.set_uid_mappings(Some(vec![map]));
+        linux.set_gid_mappings(Some(vec![map]));
+    }
     linux.set_namespaces(Some(namespaces));
     linux.set_resources(None);
     linux.set_cgroups_path(Some(PathBuf::from(&c.cgroup)));
     spec.set_linux(Some(linux));
+    kiln_runtime::hardening::harden(&mut spec).map_err(oci)?;
     Ok(spec)
 }
 
@@ -202,6 +230,64 @@ pub fn resolve_user(rootfs: &Path, service: &str, user: &str) -> Result<(u32, u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn container(id_map: Option<IdRange>) -> ContainerSpec {
+        ContainerSpec {
+            service: "web".into(),
+            args: vec!["true".into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: (0, 0),
+            rootfs: "/r".into(),
+            netns: "/run/n".into(),
+            hosts: "/h".into(),
+            log: "/l".into(),
+            volumes: Vec::new(),
+            cgroup: "kiln/x".into(),
+            hostname: "web".into(),
+            id_map,
+        }
+    }
+
+    #[test]
+    fn mapped_services_get_a_user_namespace_hardening_and_no_sys() {
+        let ids = IdRange {
+            host: 1_000_000,
+            size: 65536,
+        };
+        let spec = build(&container(Some(ids))).expect("spec");
+        let linux = spec.linux().as_ref().expect("linux");
+        let types: Vec<_> = linux
+            .namespaces()
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert!(types.contains(&LinuxNamespaceType::User), "{types:?}");
+        let uid = &linux.uid_mappings().as_deref().expect("uid map")[0];
+        assert_eq!(
+            (uid.container_id(), uid.host_id(), uid.size()),
+            (0, 1_000_000, 65536)
+        );
+        assert!(linux.seccomp().is_some());
+        let has_sys = |s: &Spec| {
+            s.mounts()
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .any(|m| m.destination() == Path::new("/sys"))
+        };
+        assert!(!has_sys(&spec));
+        let proc = spec.process().as_ref().expect("process");
+        assert_eq!(proc.no_new_privileges(), Some(true));
+        // Opted out: no user namespace, a read-only sysfs, the same hardening.
+        let host = build(&container(None)).expect("spec");
+        let linux = host.linux().as_ref().expect("linux");
+        assert!(linux.uid_mappings().is_none());
+        assert!(linux.seccomp().is_some());
+        assert!(has_sys(&host));
+    }
 
     #[test]
     fn users_resolve_by_name_number_and_group() {

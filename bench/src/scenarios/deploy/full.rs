@@ -1,7 +1,9 @@
 //! A whole `kiln deploy` of examples/shop (deploy hook and post tasks removed) into a
 //! throwaway environment: the first deploy, no-op redeploys of the same commit, code changes
 //! (web/VERSION) without load with per-step times, and code changes under keep-alive load
-//! through the environment's router.
+//! through the environment's router; then what the user namespace costs: deploys alternating
+//! between every service in its user namespace (the default) and every service opted out
+//! (`security.host_root`), each replacing both services.
 //!
 //! `wall_ms` is the kiln process (build included), `total_ms` and `hold_ms` come from its JSON
 //! report (`total_ms` starts after the build).
@@ -47,7 +49,77 @@ pub fn measure(report: &mut Report, kiln: &Path, params: &Params, k: &Knobs) -> 
     noops(report, &sb, k)?;
     let mut version = 1;
     code_changes(report, &sb, k, &mut version)?;
-    under_load_changes(report, &sb, k, &mut version)
+    under_load_changes(report, &sb, k, &mut version)?;
+    userns_cost(report, &sb, k, &mut version)
+}
+
+/// The deploys of one mode of [`userns_cost`].
+#[derive(Default)]
+struct Mode {
+    wall: Vec<f64>,
+    total: Vec<f64>,
+    hold: Vec<f64>,
+    create: Vec<f64>,
+}
+
+/// `reps` deploys of each mode, alternating: user namespaces (idmapped image and volumes) and
+/// host root. Switching mode changes every service's config, so each deploy replaces both.
+fn userns_cost(report: &mut Report, sb: &Sandbox, k: &Knobs, version: &mut usize) -> Result<()> {
+    // [host root, user namespace]
+    let mut modes = [Mode::default(), Mode::default()];
+    // Starts in the default mode: the first deploy opts out, the last returns to the default.
+    for i in 0..2 * k.reps {
+        let host_root = i % 2 == 0;
+        *version += 1;
+        sb.set_host_root(host_root, *version)?;
+        let d = sb.deploy()?;
+        if d.changes.replace.len() != 2 {
+            bail!(
+                "switching host_root did not replace both services: {:?}",
+                d.changes
+            );
+        }
+        let m = &mut modes[usize::from(!host_root)];
+        m.wall.push(d.wall_ms);
+        m.total.push(d.total_ms);
+        m.hold.push(d.hold_ms);
+        m.create.push(
+            d.steps
+                .iter()
+                .filter(|s| s.step == "create")
+                .map(|s| s.ms)
+                .sum(),
+        );
+    }
+    let mut medians = Vec::new();
+    for (label, mut m) in ["host root (opted out)", "user namespace (default)"]
+        .into_iter()
+        .zip(modes)
+    {
+        let (total, create) = (median(&mut m.total), median(&mut m.create));
+        report.row(
+            format!(
+                "kiln deploy: both services replaced, {label} ({} reps)",
+                k.reps
+            ),
+            &[
+                ("wall_ms", median(&mut m.wall)),
+                ("total_ms", total),
+                ("hold_ms", median(&mut m.hold)),
+                ("create_ms", create),
+            ],
+        );
+        medians.push((total, create));
+    }
+    report.summary.insert(
+        "user namespace cost: total ms, median (userns - host root)".into(),
+        medians[1].0 - medians[0].0,
+    );
+    report.summary.insert(
+        "user namespace cost: create step ms, median (userns - host root)".into(),
+        medians[1].1 - medians[0].1,
+    );
+    Ok(())
 }
 
 /// `reps` redeploys of the same commit: nothing may change or be held.

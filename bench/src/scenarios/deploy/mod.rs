@@ -5,7 +5,9 @@
 //! - `full`: a whole `kiln deploy` of examples/shop (python web app + redis, deploy hook and
 //!   post tasks removed) into a throwaway store and runtime: first deploy, no-op redeploys,
 //!   code changes without load (hold window, per-step times) and under keep-alive load (hold
-//!   window, longest client wait, failed requests); see `full.rs`.
+//!   window, longest client wait, failed requests), then deploys alternating between user
+//!   namespaces (the default) and `security.host_root` (what the user namespace costs); see
+//!   `full.rs`.
 //!
 //! Knobs: `only` (`router`, `full` or `all`, default all), `reps` (swaps, redeploys and code
 //! changes of each kind, default 7), `clients` (8), `measure_ms` (router throughput runs, 1000),

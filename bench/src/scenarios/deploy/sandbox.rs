@@ -158,6 +158,32 @@ impl Sandbox {
         commit(&self.repo, &format!("v{n}"))
     }
 
+    /// Commits the code change `v<n>` with every service's `security.host_root` set to `on`
+    /// (false: the key removed, the default user namespace).
+    pub fn set_host_root(&self, on: bool, n: usize) -> Result<()> {
+        let path = self.repo.join("kiln.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut doc: toml::Table = toml::from_str(&text).context("parsing kiln.toml")?;
+        let services = doc
+            .get_mut("services")
+            .and_then(toml::Value::as_table_mut)
+            .context("kiln.toml has no [services]")?;
+        for (_, svc) in services.iter_mut() {
+            let svc = svc.as_table_mut().context("a service is not a table")?;
+            if on {
+                let mut security = toml::Table::new();
+                security.insert("host_root".into(), toml::Value::Boolean(true));
+                svc.insert("security".into(), toml::Value::Table(security));
+            } else {
+                svc.remove("security");
+            }
+        }
+        std::fs::write(&path, toml::to_string(&doc)?)?;
+        std::fs::write(self.repo.join(APP).join("VERSION"), format!("v{n}\n"))?;
+        commit(&self.repo, &format!("v{n}, host_root {on}"))
+    }
+
     /// `kiln deploy REPO --env E --json` of HEAD.
     pub fn deploy(&self) -> Result<Deployed> {
         let repo = self.repo.to_str().context("repo path is not UTF-8")?;
