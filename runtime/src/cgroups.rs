@@ -27,7 +27,6 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Ctx, Error, Result};
-use crate::sys;
 
 /// The v1 controllers a container joins.
 const CONTROLLERS: &[&str] = &[

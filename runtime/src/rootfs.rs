@@ -4,7 +4,6 @@
 mod inroot;
 
 use std::ffi::OsStr;
-use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
