@@ -7,17 +7,6 @@ use nix::errno::Errno;
 /// An error of the deploy library: the path, the environment, the call and the errno.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    /// A file operation failed.
-    #[error("{what} {path}")]
-    Io {
-        /// What was being done ("reading", "creating"…).
-        what: &'static str,
-        /// The path it was done to.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
     /// A system call failed.
     #[error("{call} ({target}): {errno}")]
     Sys {
@@ -42,7 +31,8 @@ pub enum DeployError {
     /// The environment's router failed, or talking to it did.
     #[error(transparent)]
     Router(#[from] kiln_router::RouterError),
-    /// A record file could not be written or read.
+    /// A file operation failed (naming the step and the path), or a record file could not be
+    /// written or read.
     #[error(transparent)]
     File(#[from] kiln_util::fs::FsError),
     /// A health check did not pass in time.
@@ -169,11 +159,7 @@ pub enum DeployError {
 impl DeployError {
     /// An I/O error on `path` while doing `what`.
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        Self::File(kiln_util::fs::FsError::io(what, path, source))
     }
 
     /// A failed system call on `target`.

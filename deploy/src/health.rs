@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use kiln_util::error::chain;
+use kiln_util::wait::{self, Deadline};
+
 use super::container;
 use super::env_state::HealthCheck;
 use super::error::DeployError;
@@ -38,22 +41,15 @@ pub fn wait(
 /// long that took.
 pub fn wait_port(endpoint: &Endpoint, timeout: Duration) -> Result<Duration, DeployError> {
     let start = Instant::now();
-    let deadline = start + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let err = match endpoint.connect(ATTEMPT.min(left).max(PAUSE)) {
-            Ok(_) => return Ok(start.elapsed()),
-            Err(e) => e,
-        };
-        if Instant::now() + PAUSE >= deadline {
-            return Err(DeployError::Unhealthy {
-                check: format!("port {endpoint}"),
-                waited_ms: start.elapsed().as_millis(),
-                last: err.to_string(),
-            });
-        }
-        std::thread::sleep(PAUSE);
-    }
+    wait::retry(Deadline::after(timeout), PAUSE, |left| {
+        endpoint.connect(ATTEMPT.min(left).max(PAUSE))
+    })
+    .map(|_| start.elapsed())
+    .map_err(|err| DeployError::Unhealthy {
+        check: format!("port {endpoint}"),
+        waited_ms: start.elapsed().as_millis(),
+        last: chain(&err),
+    })
 }
 
 /// Runs `command` in container `id` until a run exits 0, each run and all of them within
@@ -66,25 +62,21 @@ fn wait_command(
     timeout: Duration,
 ) -> Result<(), DeployError> {
     let start = Instant::now();
-    let deadline = start + timeout;
     let mut last = String::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+    let passed = wait::retry(Deadline::after(timeout), PAUSE, |left| {
         match container::run_in(kiln_bin, runtime_root, id, command, left) {
             Ok(()) => return Ok(()),
             // A run cut off by the deadline says less than the failure before it.
             Err(e) if last.is_empty() || !e.starts_with("timed out") => last = e,
             Err(e) => last = format!("{e}; the run before: {last}"),
         }
-        if Instant::now() + PAUSE >= deadline {
-            return Err(DeployError::Unhealthy {
-                check: format!("command `{command}`"),
-                waited_ms: start.elapsed().as_millis(),
-                last,
-            });
-        }
-        std::thread::sleep(PAUSE);
-    }
+        Err(())
+    });
+    passed.map_err(|()| DeployError::Unhealthy {
+        check: format!("command `{command}`"),
+        waited_ms: start.elapsed().as_millis(),
+        last,
+    })
 }
 
 #[cfg(test)]

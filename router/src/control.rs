@@ -43,7 +43,7 @@ fn commands(conn: UnixStream, id: u64, shared: &Shared, stop: &Sender<()>) {
         }
         let (reply, stopping) = match Command::parse(&line) {
             Ok(cmd) => (answer(shared, id, &cmd), cmd == Command::Stop),
-            Err(e) => (Reply::error(e), false),
+            Err(e) => (Reply::error(e.to_string()), false),
         };
         let mut text = serde_json::to_vec(&reply).unwrap_or_else(|e| {
             format!("{{\"ok\":false,\"error\":\"serialising reply: {e}\"}}").into_bytes()

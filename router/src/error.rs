@@ -8,18 +8,8 @@ use nix::errno::Errno;
 /// An error of the router library: the path, the environment, the call and the errno.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    /// A file or socket operation failed.
-    #[error("{what} {path}")]
-    Io {
-        /// What was being done ("reading", "binding"…).
-        what: &'static str,
-        /// The path (or address) it was done to.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A record file could not be written or read.
+    /// A file or socket operation failed (naming the step and the path or address), or a
+    /// record file could not be written or read.
     #[error(transparent)]
     File(#[from] kiln_util::fs::FsError),
     /// A system call failed.
@@ -102,11 +92,7 @@ pub enum RouterError {
 impl RouterError {
     /// An I/O error on `path` while doing `what`.
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        Self::File(kiln_util::fs::FsError::io(what, path, source))
     }
 
     /// A failed system call on `target`.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gate::GateStatus;
 use crate::endpoint::Endpoint;
+use crate::error::RouterError;
 
 /// How long `hold` waits for in-flight requests by default.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
@@ -38,29 +39,38 @@ pub enum Command {
     Stop,
 }
 
+/// A control line the router does not understand: what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(pub String);
+
 impl Command {
     /// Parses a command line.
-    pub fn parse(line: &str) -> Result<Self, String> {
+    pub fn parse(line: &str) -> Result<Self, CommandError> {
+        let bad = |why: String| Err(CommandError(why));
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("");
         let arg = words.next();
         if words.next().is_some() {
-            return Err(format!("too many arguments in {line:?}"));
+            return bad(format!("too many arguments in {line:?}"));
         }
         match (verb, arg) {
             ("hold", None) => Ok(Self::Hold(DEFAULT_DRAIN)),
             ("hold", Some(ms)) => ms
                 .parse()
                 .map(|ms| Self::Hold(Duration::from_millis(ms)))
-                .map_err(|_| format!("hold: {ms:?} is not a number of milliseconds")),
-            ("switch", Some(e)) => e.parse().map(Self::Switch).map_err(|e| e.to_string()),
-            ("switch", None) => Err("switch needs an upstream: IP:PORT[@NETNS_PATH]".into()),
+                .map_err(|_| CommandError(format!("hold: {ms:?} is not a number of milliseconds"))),
+            ("switch", Some(e)) => e
+                .parse()
+                .map(Self::Switch)
+                .map_err(|e: RouterError| CommandError(e.to_string())),
+            ("switch", None) => bad("switch needs an upstream: IP:PORT[@NETNS_PATH]".into()),
             ("release", None) => Ok(Self::Release),
             ("lease", None) => Ok(Self::Lease),
             ("status", None) => Ok(Self::Status),
             ("stop", None) => Ok(Self::Stop),
-            ("release" | "lease" | "status" | "stop", Some(_)) => Err(format!("{verb} takes no argument")),
-            _ => Err(format!(
+            ("release" | "lease" | "status" | "stop", Some(_)) => bad(format!("{verb} takes no argument")),
+            _ => bad(format!(
                 "unknown command {verb:?} (hold [MS], switch UPSTREAM, release, lease, status, stop)"
             )),
         }
@@ -160,7 +170,7 @@ mod tests {
             ("release now", "no argument"),
         ] {
             let err = Command::parse(line).expect_err(line);
-            assert!(err.contains(says), "{line}: {err}");
+            assert!(err.0.contains(says), "{line}: {err}");
         }
     }
 }
