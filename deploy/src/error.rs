@@ -119,16 +119,16 @@ pub enum DeployError {
     },
     /// Opening the project's repository failed.
     #[error(transparent)]
-    Source(#[from] kiln_builder::source::SourceError),
+    Source(Box<kiln_builder::source::SourceError>),
     /// The project's kiln.toml at the revision could not be loaded.
     #[error(transparent)]
-    Load(#[from] kiln_builder::project::LoadError),
+    Load(Box<kiln_builder::project::LoadError>),
     /// The build could not be planned.
     #[error(transparent)]
-    Plan(#[from] kiln_builder::plan::PlanError),
+    Plan(Box<kiln_builder::plan::PlanError>),
     /// The build failed.
     #[error(transparent)]
-    Build(#[from] kiln_builder::exec::BuildError),
+    Build(Box<kiln_builder::exec::BuildError>),
     /// Deploying a built commit failed (the build went through).
     #[error("deploying {commit} into {env}")]
     Deploying {
@@ -171,3 +171,21 @@ impl DeployError {
         }
     }
 }
+
+/// `?` on a builder error: boxed, so every `Result<_, DeployError>` stays small.
+macro_rules! from_boxed {
+    ($($variant:ident($ty:ty)),* $(,)?) => {$(
+        impl From<$ty> for DeployError {
+            fn from(e: $ty) -> Self {
+                Self::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+from_boxed!(
+    Source(kiln_builder::source::SourceError),
+    Load(kiln_builder::project::LoadError),
+    Plan(kiln_builder::plan::PlanError),
+    Build(kiln_builder::exec::BuildError),
+);

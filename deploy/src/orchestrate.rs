@@ -839,6 +839,9 @@ fn parent_freezer_cgroups(root: &Path, parent: &str) -> Result<Vec<PathBuf>, Dep
         .collect())
 }
 
+/// Volumes to bind into a container: (host directory, container path).
+type Binds = Vec<(PathBuf, String)>;
+
 /// What the container of one service is made from.
 struct SpecContext<'c> {
     store: &'c Store,
@@ -966,7 +969,7 @@ impl SpecContext<'_> {
         &self,
         cwd: &str,
         (uid, gid): (u32, u32),
-    ) -> Result<(Vec<(PathBuf, String)>, Vec<VolumeMount>), DeployError> {
+    ) -> Result<(Binds, Vec<VolumeMount>), DeployError> {
         let (service, name) = (self.want.service, self.name);
         let mut mounts: Vec<(String, String)> = service
             .mounts

@@ -46,6 +46,12 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Sandbox {
     /// Creates a fresh sandbox.
     pub fn new() -> Self {
