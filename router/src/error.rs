@@ -43,7 +43,7 @@ pub enum RouterError {
     /// Connecting to an upstream (or a health-checked port) failed.
     #[error("connecting to {upstream}: {call}: {errno}")]
     Connect {
-        /// The upstream, as IP:PORT[@NETNS_PATH].
+        /// The upstream, as `IP:PORT[@NETNS_PATH]`.
         upstream: String,
         /// The call that failed.
         call: &'static str,

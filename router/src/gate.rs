@@ -17,7 +17,7 @@ use crate::endpoint::Endpoint;
 /// Counters and state the router reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GateStatus {
-    /// The current upstream, as IP:PORT[@NETNS_PATH].
+    /// The current upstream, as `IP:PORT[@NETNS_PATH]`.
     pub upstream: Option<String>,
     /// Whether requests are being held.
     pub held: bool,

@@ -47,7 +47,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
-/// A process: its pid and its start time (clock ticks since boot, /proc/<pid>/stat field 22).
+/// A process: its pid and its start time (clock ticks since boot, `/proc/<pid>/stat` field 22).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRef {
     /// The pid.

@@ -28,7 +28,7 @@ impl Freezer for NoFreezer {
 /// Freezes cgroup v1 freezer cgroups (the parent's containers' cgroups) via `freezer.state`.
 #[derive(Debug, Clone)]
 pub struct CgroupFreezer {
-    /// Freezer cgroup directories (e.g. /sys/fs/cgroup/freezer/kiln/<container>).
+    /// Freezer cgroup directories (e.g. `/sys/fs/cgroup/freezer/kiln/<container>`).
     pub cgroups: Vec<PathBuf>,
     /// How long to wait for a cgroup to report FROZEN.
     pub timeout: Duration,
