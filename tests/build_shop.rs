@@ -1,12 +1,10 @@
 //! examples/shop built by `kiln build` over the real python vendor image (built into the test's
 //! store from the shared .deb cache), then rebuilt at the same commit as a hit.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{copy_example, git, shared_deb_cache, Sandbox};
+use kiln_testkit::common::{copy_example, git, shared_deb_cache, Sandbox};
 use serde_json::Value;
 
 fn build(sb: &Sandbox, repo: &Path) -> Value {

@@ -1,17 +1,15 @@
 //! Environments end to end: `kiln env status` checks liveness for real, health checks reach
 //! into the app's namespace, and volumes clone from a frozen parent independently.
 
-mod deploy_support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use deploy_support::{app_in, TestEnv};
-use kiln::deploy::env_state::{EnvState, ServiceState};
-use kiln::deploy::process::ProcessRef;
-use kiln::deploy::router::daemon;
-use kiln::deploy::volumes::{self, CgroupFreezer};
-use kiln::deploy::{health, layout};
+use kiln_deploy::env_state::{EnvState, ServiceState};
+use kiln_deploy::volumes::{self, CgroupFreezer};
+use kiln_deploy::{health, layout};
+use kiln_router::daemon;
+use kiln_testkit::deploy_support::{app_in, TestEnv};
+use kiln_util::process::ProcessRef;
 
 /// A child process killed and reaped on drop.
 struct Child(std::process::Child);
@@ -112,7 +110,7 @@ fn health_waits_for_the_port_inside_the_app_netns() {
     // A namespace that does not exist is named in the error.
     let missing = Path::new("/nonexistent/netns");
     let err = health::wait_port(
-        &kiln::deploy::Endpoint::in_netns(app.addr, missing),
+        &kiln_router::Endpoint::in_netns(app.addr, missing),
         Duration::from_millis(50),
     )
     .expect_err("no such namespace")

@@ -1,14 +1,12 @@
 //! The router end to end: the `kiln` binary starts it detached; upstreams listen inside
 //! network namespaces made by `kiln net`; the test drives hold / switch / release.
 
-mod deploy_support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploy_support::{app_in, load, via, Client, TestEnv};
-use kiln::deploy::router::daemon;
+use kiln_router::daemon;
+use kiln_testkit::deploy_support::{app_in, load, via, Client, TestEnv};
 
 #[test]
 fn router_proxies_to_an_app_inside_its_netns_over_keep_alive() {
@@ -128,7 +126,7 @@ fn destroy_leaves_no_router_socket_netns_or_volume() {
         .expect("read record")
         .expect("router running");
     let volume =
-        kiln::deploy::volumes::ensure(&env.sandbox.store(), &env.name, "app.data").expect("volume");
+        kiln_deploy::volumes::ensure(&env.sandbox.store(), &env.name, "app.data").expect("volume");
     std::fs::write(volume.join("f"), "data").expect("write");
     let ls = env.sandbox.ok(&["env", "ls"]);
     assert!(ls.contains(&env.name), "{ls}");
@@ -146,7 +144,7 @@ fn destroy_leaves_no_router_socket_netns_or_volume() {
     assert!(kiln_netns::mounted_in(&ns_dir).expect("mounts").is_empty());
     assert!(!env.netns("app").exists() && !env.netns("db").exists());
     assert!(!volume.exists());
-    assert!(!kiln::deploy::layout::env_dir(&env.root(), &env.name).exists());
+    assert!(!kiln_deploy::layout::env_dir(&env.root(), &env.name).exists());
     assert!(!env.sandbox.ok(&["env", "ls"]).contains(&env.name));
     let again = env.sandbox.ok(&["env", "destroy", &env.name]);
     assert!(

@@ -2,14 +2,12 @@
 //! bodies, 100-continue, HEAD, responses delimited by close, and an upstream that closes an
 //! idle kept-alive connection (the request is replayed on a fresh one, not failed).
 
-mod deploy_support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use deploy_support::TestEnv;
-use kiln::deploy::router::http::{self, BodyLength, Head};
+use kiln_router::http::{self, BodyLength, Head};
+use kiln_testkit::deploy_support::TestEnv;
 
 /// Decodes a chunked body (framing as the router relays it).
 fn dechunk(raw: &[u8]) -> Vec<u8> {

@@ -1,31 +1,150 @@
 //! examples/shop deployed by `kiln deploy` from a git repo made by the test, on the python and
-//! redis vendor images: the page proves redis was reached through the relationship and the
-//! deploy hook ran; a redeploy of the same commit replaces nothing; a v2 commit swaps under 8
-//! concurrent clients with no failed request; a failing hook rolls back; volumes survive and are
-//! cloned for a child environment; an app without the relationship cannot reach redis; a hook
-//! over its time limit is killed; a killed deploy frees the requests it held and the next one
-//! converges; destroy leaves nothing behind.
-
-mod common;
+//! redis vendor images, one test per scenario over one shared fixture (the vendor images and
+//! the v1 repository, made once per test binary): the page proves redis was reached through
+//! the relationship and the deploy hook ran; a redeploy of the same commit replaces nothing; an
+//! app without the relationship cannot reach redis; a v2 commit swaps under 8 concurrent
+//! clients with no failed request; a failing hook rolls back; a hook over its time limit is
+//! killed; an unhealthy service fails the deploy; a killed deploy frees the requests it held
+//! and the next one converges; an environment stops and starts; volumes are cloned for a child
+//! environment; destroy leaves nothing behind.
+//!
+//! Each test has its own environments and its own clone of the repository; they take turns
+//! (one lock): deploys are timed, and two at once on two cores would blur the timings.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use common::{copy_example, git, shared_deb_cache, Sandbox};
-use kiln::deploy::loadgen::{self, Client};
-use kiln::deploy::Endpoint;
+use kiln_router::client::RouterClient;
+use kiln_router::Endpoint;
+use kiln_testkit::common::{copy_example, git, shared_deb_cache, unique, Sandbox};
+use kiln_testkit::loadgen::{self, Client};
+use kiln_util::wait::Deadline;
 use serde_json::Value;
 
+/// The fixture every test deploys from: a sandbox whose store has the python and redis
+/// vendor images, and the shop repository at v1.
+struct Shop {
+    sb: Sandbox,
+    repo: PathBuf,
+}
+
+static SHOP: OnceLock<Shop> = OnceLock::new();
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Removes the fixture's sandbox when the test binary exits (a static is never dropped).
+extern "C" fn remove_shop() {
+    if let Some(shop) = SHOP.get() {
+        let _ = std::fs::remove_dir_all(shop.sb.dir.path());
+    }
+}
+
+/// The fixture (made by the first test that asks), and this test's turn.
+fn shop() -> (MutexGuard<'static, ()>, &'static Shop) {
+    // A test that failed holding the turn does not stop the others.
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let shop = SHOP.get_or_init(|| {
+        let sb = Sandbox::new();
+        // SAFETY: `remove_shop` is an `extern "C" fn()` that does not unwind (remove_dir_all
+        // reports errors, and they are ignored) and touches only the static it reads.
+        let registered = unsafe { libc::atexit(remove_shop) };
+        assert_eq!(registered, 0, "atexit");
+        vendor(&sb, "python");
+        vendor(&sb, "redis");
+        let repo = shop_repo(sb.dir.path());
+        Shop { sb, repo }
+    });
+    (turn, shop)
+}
+
+/// One test's share of the fixture: its own clone of the repository and its own
+/// environments, destroyed when the test ends, pass or fail.
+struct Case {
+    sb: &'static Sandbox,
+    repo: PathBuf,
+    repo_s: String,
+    env: String,
+    _envs: Envs,
+    _dir: tempfile::TempDir,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Case {
+    /// A clone of the v1 repository and a fresh environment name (plus `extra` names).
+    fn new(extra: &[&str]) -> Self {
+        let (turn, shop) = shop();
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-test-shop-")
+            .tempdir()
+            .expect("tempdir");
+        let repo = dir.path().join("shop");
+        let out = std::process::Command::new("git")
+            .args(["clone", "-q"])
+            .arg(&shop.repo)
+            .arg(&repo)
+            .output()
+            .expect("git clone");
+        assert!(out.status.success(), "git clone: {out:?}");
+        let env = unique("shop");
+        let mut names: Vec<String> = extra.iter().map(|x| format!("{env}-{x}")).collect();
+        names.push(env.clone());
+        Self {
+            sb: &shop.sb,
+            repo_s: repo.to_string_lossy().into_owned(),
+            repo,
+            env,
+            _envs: Envs {
+                sb: &shop.sb,
+                names,
+            },
+            _dir: dir,
+            _turn: turn,
+        }
+    }
+
+    /// The environment named `<env>-<extra>` (given to `new`).
+    fn other(&self, extra: &str) -> String {
+        format!("{}-{extra}", self.env)
+    }
+
+    /// Deploys the repository's HEAD into `env`; the command's stdout.
+    fn deploy(&self, env: &str) -> String {
+        self.sb.ok(&["deploy", &self.repo_s, "--env", env])
+    }
+
+    /// Deploys v1 into the test's environment; the router's address and the first page.
+    fn v1(&self) -> (SocketAddr, String) {
+        self.deploy(&self.env);
+        let addr = router(self.sb, &self.env);
+        let page = get(addr);
+        assert!(page.starts_with("v1 from shop v1"), "{page}");
+        (addr, page)
+    }
+
+    /// Commits kiln.toml as `change` makes it from the current one.
+    fn commit_toml(&self, change: impl FnOnce(&str) -> String, msg: &str) {
+        let toml = std::fs::read_to_string(self.repo.join("kiln.toml")).expect("read");
+        commit_file(&self.repo, "kiln.toml", &change(&toml), msg);
+    }
+}
+
+/// kiln.toml with the deploy hook sleeping `secs` seconds (and `extra` lines after it).
+fn sleeper(toml: &str, secs: u32, extra: &str) -> String {
+    toml.replace(
+        "hook = \"python3 migrate.py\"",
+        &format!("hook = \"python3 -c 'import time; time.sleep({secs})'\"{extra}"),
+    )
+}
+
 /// Destroys the environments when the test ends, whatever happens.
-struct Envs<'a> {
-    sb: &'a Sandbox,
+struct Envs {
+    sb: &'static Sandbox,
     names: Vec<String>,
 }
 
-impl Drop for Envs<'_> {
+impl Drop for Envs {
     fn drop(&mut self) {
         for env in &self.names {
             let _ = self.sb.run(&["env", "destroy", env]);
@@ -72,8 +191,8 @@ fn commit_file(repo: &Path, file: &str, text: &str, msg: &str) {
     git(repo, &["commit", "-q", "-am", msg]);
 }
 
-fn shop_repo(sb: &Sandbox) -> PathBuf {
-    let repo = copy_example(sb.dir.path(), "shop");
+fn shop_repo(dir: &Path) -> PathBuf {
+    let repo = copy_example(dir, "shop");
     // The greeting names the version (the load clients tell v1 from v2 by the first word), and
     // a second app `probe` has no relationship to redis (and no port: a command is its health).
     let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
@@ -114,13 +233,9 @@ fn processes_running(needle: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Polls `f` every `pause` until it is true or `timeout` passed; its last answer.
-fn wait_until(timeout: Duration, pause: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let until = std::time::Instant::now() + timeout;
-    while !f() && std::time::Instant::now() < until {
-        std::thread::sleep(pause);
-    }
-    f()
+/// Polls `f` every `pause` until it is true or `timeout` passed.
+fn wait_until(timeout: Duration, pause: Duration, f: impl FnMut() -> bool) -> bool {
+    kiln_util::wait::until(Deadline::after(timeout), pause, f)
 }
 
 /// Starts `kiln deploy` of `repo` into `env`, SIGKILLs it once a process matching `hook` runs;
@@ -156,7 +271,7 @@ fn assert_settled(sb: &Sandbox, env: &str, hook: &str) {
 
 /// Whether the router of `env` holds requests now.
 fn router_held(sb: &Sandbox, env: &str) -> bool {
-    kiln::deploy::router::client::RouterClient::connect(&sb.root(), env)
+    RouterClient::connect(&sb.root(), env)
         .and_then(|mut c| c.status())
         .expect("router status")
         .gate
@@ -198,64 +313,68 @@ fn under_load(addr: SocketAddr, during: impl FnOnce()) -> (u64, u64, Duration, R
 }
 
 #[test]
-fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
-    let sb = Sandbox::new();
-    vendor(&sb, "python");
-    vendor(&sb, "redis");
-    let repo = shop_repo(&sb);
-    let repo_s = repo.to_string_lossy().to_string();
-    let env = common::unique("shop");
-    let child = format!("{env}-pr");
-    let first = format!("{env}-k");
-    let _guard = Envs {
-        sb: &sb,
-        names: vec![first.clone(), child.clone(), env.clone()],
-    };
-
-    // v1: the page proves redis via the relationship and the deploy hook.
-    sb.ok(&["deploy", &repo_s, "--env", &env]);
-    let addr = router(&sb, &env);
-    let page = get(addr);
-    assert!(page.starts_with("v1 from shop v1"), "{page}");
+fn v1_page_proves_redis_through_the_relationship_and_the_deploy_hook() {
+    let case = Case::new(&[]);
+    let (_, page) = case.v1();
     assert!(page.contains("redis: ok at cache:6379"), "{page}");
     assert!(page.contains("migration: applied for v1"), "{page}");
     assert!(page.contains("BUILT BY THE KILN BUILD HOOK"), "{page}");
+}
 
-    // A redeploy of the same commit replaces nothing.
-    let before = pids(&sb, &env);
-    let out = sb.ok(&["deploy", &repo_s, "--env", &env, "--json"]);
+#[test]
+fn a_redeploy_of_the_same_commit_replaces_nothing() {
+    let case = Case::new(&[]);
+    case.v1();
+    let before = pids(case.sb, &case.env);
+    let out = case
+        .sb
+        .ok(&["deploy", &case.repo_s, "--env", &case.env, "--json"]);
     let report: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(
         report["changes"]["replace"].as_array().map(Vec::len),
         Some(0),
         "{out}"
     );
-    assert_eq!(pids(&sb, &env), before, "same pids after a no-op redeploy");
+    assert_eq!(
+        pids(case.sb, &case.env),
+        before,
+        "same pids after a no-op redeploy"
+    );
+}
 
-    // The relationship is the only way to redis: web reaches it, probe does not.
-    let s = status(&sb, &env);
+#[test]
+fn only_the_relationship_reaches_redis() {
+    let case = Case::new(&[]);
+    case.v1();
+    let (sb, env) = (case.sb, &case.env);
+    let s = status(sb, env);
     let ip = s["record"]["services"]["web"]["links"]["cache"][0]["ip"]
         .as_str()
         .expect("cache ip")
         .to_string();
     let connect =
         format!("import socket; socket.create_connection(('{ip}', 6379), 2); print('connected')");
-    let from_web = sb.run(&["shell", &env, "web", "--", "python3", "-c", &connect]);
+    let from_web = sb.run(&["shell", env, "web", "--", "python3", "-c", &connect]);
     assert!(from_web.status.success(), "web reaches redis: {from_web:?}");
-    let from_probe = sb.run(&["shell", &env, "probe", "--", "python3", "-c", &connect]);
+    let from_probe = sb.run(&["shell", env, "probe", "--", "python3", "-c", &connect]);
     assert!(
         !from_probe.status.success(),
         "probe must not reach redis: {from_probe:?}"
     );
+}
 
-    // v2 under 8 concurrent clients: v1 then v2, no failed request.
+#[test]
+fn v2_swaps_under_8_clients_without_a_failed_request_and_keeps_the_volume() {
+    let case = Case::new(&[]);
+    let (addr, page) = case.v1();
     let visits_before = visits(&page);
-    let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
-    std::fs::write(repo.join("web/VERSION"), "v2\n").expect("write");
-    commit_file(&repo, "kiln.toml", &toml.replace("\"v1\"", "\"v2\""), "v2");
+    std::fs::write(case.repo.join("web/VERSION"), "v2\n").expect("write");
+    case.commit_toml(|t| t.replace("\"v1\"", "\"v2\""), "v2");
     let mut swap = String::new();
     let (ok, failed, longest, runs, errors) = under_load(addr, || {
-        swap = sb.ok(&["deploy", &repo_s, "--env", &env, "--json"]);
+        swap = case
+            .sb
+            .ok(&["deploy", &case.repo_s, "--env", &case.env, "--json"]);
     });
     let swap: Value = serde_json::from_str(&swap).expect("json");
     let hold_ms = swap["hold_ms"].as_f64().expect("hold_ms");
@@ -285,26 +404,28 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     );
     let page = get(addr);
     assert!(page.starts_with("v2 from shop v2"), "{page}");
-    let visits_after = visits(&page);
     assert!(
-        visits_after > visits_before + ok - 1,
+        visits(&page) > visits_before + ok - 1,
         "the volume kept v1's data: {page}"
     );
+}
 
-    // A failing deploy hook rolls back: v2 keeps answering, no failed request.
-    let toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
-    commit_file(
-        &repo,
-        "kiln.toml",
-        &toml.replace(
-            "hook = \"python3 migrate.py\"",
-            "hook = \"python3 migrate.py && exit 3\"",
-        ),
+#[test]
+fn a_failing_deploy_hook_rolls_back_without_a_failed_request() {
+    let case = Case::new(&[]);
+    let (addr, _) = case.v1();
+    case.commit_toml(
+        |t| {
+            t.replace(
+                "hook = \"python3 migrate.py\"",
+                "hook = \"python3 migrate.py && exit 3\"",
+            )
+        },
         "v3 with a failing hook",
     );
     let mut bad = None;
     let (_, failed, _, _, errors) = under_load(addr, || {
-        bad = Some(sb.run(&["deploy", &repo_s, "--env", &env]));
+        bad = Some(case.sb.run(&["deploy", &case.repo_s, "--env", &case.env]));
     });
     let bad = bad.expect("deploy ran");
     let err = String::from_utf8_lossy(&bad.stderr);
@@ -314,25 +435,15 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
         failed, 0,
         "no request fails during the rollback: {errors:?}"
     );
-    assert!(get(addr).starts_with("v2 from shop v2"));
-    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    assert!(get(addr).starts_with("v1 from shop v1"));
+}
 
-    // A hook over its time limit is killed, with every process it started; the deploy rolls
-    // back naming the limit.
-    let v2_toml = std::fs::read_to_string(repo.join("kiln.toml")).expect("read");
-    let sleeper = |secs: u32, extra: &str| {
-        v2_toml.replace(
-            "hook = \"python3 migrate.py\"",
-            &format!("hook = \"python3 -c 'import time; time.sleep({secs})'\"{extra}"),
-        )
-    };
-    commit_file(
-        &repo,
-        "kiln.toml",
-        &sleeper(31, "\ntimeout = 1"),
-        "v3 slow hook",
-    );
-    let slow = sb.run(&["deploy", &repo_s, "--env", &env]);
+#[test]
+fn a_hook_over_its_time_limit_is_killed_with_what_it_started() {
+    let case = Case::new(&[]);
+    let (addr, _) = case.v1();
+    case.commit_toml(|t| sleeper(t, 31, "\ntimeout = 1"), "v3 slow hook");
+    let slow = case.sb.run(&["deploy", &case.repo_s, "--env", &case.env]);
     let err = String::from_utf8_lossy(&slow.stderr);
     assert!(
         !slow.status.success(),
@@ -343,20 +454,23 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
         processes_running("time.sleep(31)").is_empty(),
         "the hook was killed"
     );
-    assert!(get(addr).starts_with("v2 from shop v2"));
-    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    assert!(get(addr).starts_with("v1 from shop v1"));
+}
 
-    // A health command that never passes fails the deploy after its timeout, naming it.
-    commit_file(
-        &repo,
-        "kiln.toml",
-        &v2_toml.replace(
-            "health = \"test -e /app/server.py\"",
-            "health = \"test -e /app/missing\"\nhealth_timeout = 1",
-        ),
+#[test]
+fn a_health_command_that_never_passes_fails_the_deploy_naming_it() {
+    let case = Case::new(&[]);
+    let (addr, _) = case.v1();
+    case.commit_toml(
+        |t| {
+            t.replace(
+                "health = \"test -e /app/server.py\"",
+                "health = \"test -e /app/missing\"\nhealth_timeout = 1",
+            )
+        },
         "v3 unhealthy probe",
     );
-    let sick = sb.run(&["deploy", &repo_s, "--env", &env]);
+    let sick = case.sb.run(&["deploy", &case.repo_s, "--env", &case.env]);
     let err = String::from_utf8_lossy(&sick.stderr);
     assert!(
         !sick.status.success(),
@@ -368,16 +482,20 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
             && err.contains("test -e /app/missing"),
         "{err}"
     );
-    assert!(get(addr).starts_with("v2 from shop v2"));
-    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    assert!(get(addr).starts_with("v1 from shop v1"));
+}
 
-    // A deploy killed while it holds requests: the router lets them through (to the new
-    // container, which answers on the same port of the same namespace), none fails; the next
-    // deploy settles what the killed one left and converges.
-    commit_file(&repo, "kiln.toml", &sleeper(32, ""), "v3 hook that hangs");
+#[test]
+fn a_deploy_killed_in_its_hook_frees_the_held_requests_and_the_next_converges() {
+    let case = Case::new(&[]);
+    let (addr, _) = case.v1();
+    // Killed while it holds requests: the router lets them through (to the new container,
+    // which answers on the same port of the same namespace), none fails.
+    case.commit_toml(|t| sleeper(t, 32, ""), "v3 hook that hangs");
     let mut killed = None;
     let (ok, failed, _, _, errors) = under_load(addr, || {
-        let (held, released) = kill_deploy_in_hook(&sb, &repo_s, &env, "time.sleep(32)");
+        let (held, released) =
+            kill_deploy_in_hook(case.sb, &case.repo_s, &case.env, "time.sleep(32)");
         assert!(held, "held while the hook runs");
         killed = Some(released);
     });
@@ -390,49 +508,74 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     assert!(ok > 0);
     // The next deploy adopts the container left serving and replaces it in a hold: no request
     // fails either.
-    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    git(&case.repo, &["reset", "-q", "--hard", "HEAD~1"]);
     let (_, failed, _, _, errors) = under_load(addr, || {
-        sb.ok(&["deploy", &repo_s, "--env", &env]);
+        case.deploy(&case.env);
     });
     assert_eq!(
         failed, 0,
         "no request fails when the orphan is replaced: {errors:?}"
     );
-    assert_settled(&sb, &env, "time.sleep(32)");
-    assert!(get(addr).starts_with("v2 from shop v2"));
+    assert_settled(case.sb, &case.env, "time.sleep(32)");
+    assert!(get(addr).starts_with("v1 from shop v1"));
+}
 
-    // The environment stops and starts again, even with its namespaces gone meanwhile.
-    sb.ok(&["env", "stop", &env]);
-    sb.ok(&["net", "teardown", "--env", &env]);
-    sb.ok(&["env", "start", &env]);
-    let addr = router(&sb, &env);
-    assert!(get(addr).starts_with("v2 from shop v2"));
+#[test]
+fn an_environment_stops_and_starts_even_with_its_namespaces_gone() {
+    let case = Case::new(&[]);
+    case.v1();
+    let (sb, env) = (case.sb, case.env.as_str());
+    sb.ok(&["env", "stop", env]);
+    sb.ok(&["net", "teardown", "--env", env]);
+    sb.ok(&["env", "start", env]);
+    assert!(get(router(sb, env)).starts_with("v1 from shop v1"));
+}
 
-    // A child environment sees the parent's data; later writes stay apart.
-    sb.ok(&["deploy", &repo_s, "--env", &child, "--parent", &env]);
-    let child_addr = router(&sb, &child);
+#[test]
+fn a_child_environment_clones_the_parent_volume_and_writes_stay_apart() {
+    let case = Case::new(&["pr"]);
+    let (addr, page) = case.v1();
+    let child = case.other("pr");
+    case.sb.ok(&[
+        "deploy",
+        &case.repo_s,
+        "--env",
+        &child,
+        "--parent",
+        &case.env,
+    ]);
+    let child_addr = router(case.sb, &child);
     let c1 = visits(&get(child_addr));
-    assert!(c1 > visits_after, "the child cloned the parent's volume");
+    assert!(c1 > visits(&page), "the child cloned the parent's volume");
     let p1 = visits(&get(addr));
     let c2 = visits(&get(child_addr));
     let p2 = visits(&get(addr));
     assert_eq!(c2, c1 + 1, "the parent's write does not show in the child");
     assert_eq!(p2, p1 + 1, "the child's write does not show in the parent");
+}
 
+#[test]
+fn a_first_deploy_killed_in_its_hook_is_released_and_the_next_converges() {
+    let case = Case::new(&[]);
     // A first deploy killed in its hook: its router lets requests through (to nothing yet),
     // and the next deploy of the environment removes what it left and converges.
-    commit_file(&repo, "kiln.toml", &sleeper(33, ""), "v3 hook that hangs");
-    let (_, released) = kill_deploy_in_hook(&sb, &repo_s, &first, "time.sleep(33)");
+    case.commit_toml(|t| sleeper(t, 33, ""), "v3 hook that hangs");
+    let (_, released) = kill_deploy_in_hook(case.sb, &case.repo_s, &case.env, "time.sleep(33)");
     assert!(released, "a new router is released when its deploy dies");
-    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
-    sb.ok(&["deploy", &repo_s, "--env", &first]);
-    assert_settled(&sb, &first, "time.sleep(33)");
-    assert!(get(router(&sb, &first)).starts_with("v2 from shop v2"));
-    sb.ok(&["env", "destroy", &first]);
+    git(&case.repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    case.deploy(&case.env);
+    assert_settled(case.sb, &case.env, "time.sleep(33)");
+    assert!(get(router(case.sb, &case.env)).starts_with("v1 from shop v1"));
+}
 
-    // Destroy leaves no process, mount, netns, cgroup or router.
-    let web_pid = pids(&sb, &env)[1];
-    let router_pid = status(&sb, &env)["record"]["router"]["process"]["pid"]
+#[test]
+fn destroy_leaves_no_process_mount_netns_cgroup_or_router() {
+    let case = Case::new(&["pr"]);
+    case.v1();
+    let (sb, env, child) = (case.sb, case.env.clone(), case.other("pr"));
+    sb.ok(&["deploy", &case.repo_s, "--env", &child, "--parent", &env]);
+    let web_pid = pids(sb, &env)[1];
+    let router_pid = status(sb, &env)["record"]["router"]["process"]["pid"]
         .as_u64()
         .expect("router pid");
     let netns: Vec<u64> = [&env, &child]
@@ -462,15 +605,11 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
     );
     for pid in [web_pid, router_pid] {
         // Gone, or a zombie waiting for a reaper that is not ours.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        assert!(
-            matches!(state, None | Some("Z")),
-            "pid {pid} is gone: {stat}"
-        );
+        let gone = u32::try_from(pid)
+            .ok()
+            .and_then(kiln_util::process::stat)
+            .is_none_or(|s| s.exited());
+        assert!(gone, "pid {pid} is gone");
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let root = sb.root().to_string_lossy().to_string();
@@ -479,8 +618,13 @@ fn examples_shop_deploys_swaps_without_loss_rolls_back_and_destroys_clean() {
         !netns.iter().any(|i| mounts.contains(&format!("net:[{i}]"))),
         "no netns mount left anywhere"
     );
-    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/freezer")
-        .expect("freezer")
+    // The containers' cgroups (kiln's scheme, and the older `kiln-<id>` beside it) are gone.
+    let freezer = kiln_util::cgroup::v1_dir("freezer", Path::new(""));
+    let scheme = kiln_util::cgroup::v1_dir("freezer", Path::new(kiln_util::cgroup::PARENT));
+    let cgroups: Vec<String> = [freezer, scheme]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(&env))

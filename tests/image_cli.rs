@@ -1,11 +1,9 @@
 //! `kiln image` as a user drives it: import with config flags, ls, inspect, mount/umount, rm, gc,
 //! fsck; and a hostile tarball refused with nothing tagged and nothing written outside.
 
-mod common;
-
 use std::path::Path;
 
-use common::{busybox_rootfs, Sandbox};
+use kiln_testkit::common::{busybox_rootfs, Sandbox};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

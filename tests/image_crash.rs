@@ -1,12 +1,10 @@
 //! A `kiln image import` killed with SIGKILL in the middle of an ingest leaves a store that fsck
 //! reports clean and that ingests the same content afterwards.
 
-mod common;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
+use kiln_testkit::common::Sandbox;
 
 /// Writes `mb` MB of incompressible pseudo-random bytes (fast xorshift) to `path`.
 fn noise(path: &std::path::Path, mb: usize) {

@@ -1,12 +1,10 @@
 //! Images written by `kiln image import` are standard: the layout judges (oci-image-tool, skopeo,
 //! umoci, runc) accept them, the same tree gives the same digest, and exports are oci-archives.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{busybox_rootfs, judges_script, Sandbox};
+use kiln_testkit::common::{busybox_rootfs, layout_judges, Sandbox};
 
 /// Imports `dir` into the sandbox's store as `tag`; returns the manifest digest.
 fn import(sb: &Sandbox, dir: &Path, tag: &str) -> String {
@@ -24,8 +22,7 @@ fn import(sb: &Sandbox, dir: &Path, tag: &str) -> String {
 
 #[test]
 fn a_layout_written_by_kiln_passes_the_layout_judges() {
-    let Some(judges) = judges_script() else {
-        eprintln!("SKIP: ../shared/judges/judges.sh is not beside this checkout");
+    let Some(judges) = layout_judges() else {
         return;
     };
     let sb = Sandbox::new();

@@ -1,8 +1,6 @@
 //! `kiln net` as a user runs it: apply a topology file, show it, tear it down; bad input.
 
-mod common;
-
-use common::{unique, Sandbox};
+use kiln_testkit::common::{unique, Sandbox};
 
 /// Mount points under `dir` (from /proc/self/mountinfo).
 fn mounts_under(dir: &std::path::Path) -> Vec<String> {

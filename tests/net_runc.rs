@@ -2,15 +2,13 @@
 //! hosts file and KILN_RELATIONSHIPS, reaches its declared `database` by name and nothing else.
 //! Uses runc (scripts/setup installs it) until kiln's own runtime lands.
 
-mod common;
-
 use std::io::BufRead as _;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use common::{busybox_rootfs, unique, Sandbox};
 use kiln_netns::{Edge, Plan, Pool, Topology};
+use kiln_testkit::common::{busybox_rootfs, unique, Sandbox};
 
 /// Writes an OCI bundle whose process runs `script` in the network namespace at `netns`.
 fn bundle(dir: &Path, netns: &Path, hosts: &Path, env: &[String], script: &str) {

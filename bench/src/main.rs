@@ -19,7 +19,7 @@ use clap::Parser;
 struct Args {
     /// Scenario to run (see --help for the list).
     scenario: String,
-    /// Where to write the JSON report (default: bench-results/<scenario>.json).
+    /// Where to write the JSON report (default: `bench-results/<scenario>.json`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Scenario-specific knobs as key=value (for example size_mb=50).

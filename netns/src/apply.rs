@@ -239,7 +239,7 @@ impl Work<'_> {
             cause
         } else {
             NetError::UndoFailed {
-                source: Box::new(cause),
+                cause: Box::new(cause),
                 leftovers: leftovers.join("; "),
             }
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// Reading a topology file failed.
-    #[error("reading topology {path}: {source}")]
+    #[error("reading topology {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -116,16 +116,10 @@ pub enum NetError {
     /// The topology or plan is invalid.
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// A filesystem operation failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What kiln was doing, e.g. "creating netns file".
-        what: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
+    /// A filesystem operation failed (naming the step and the path), or the state record
+    /// could not be written.
+    #[error(transparent)]
+    File(#[from] kiln_util::fs::FsError),
     /// A system call failed.
     #[error("{call} ({target}): {errno}")]
     Sys {
@@ -137,7 +131,7 @@ pub enum NetError {
         errno: nix::Error,
     },
     /// A netlink request was refused or failed.
-    #[error("netlink {op} in netns of {service:?}: {source}")]
+    #[error("netlink {op} in netns of {service:?}")]
     Netlink {
         /// The operation, e.g. "create veth db<->app".
         op: String,
@@ -158,10 +152,10 @@ pub enum NetError {
     #[error("netns worker thread panicked")]
     WorkerPanicked,
     /// Apply failed, and undoing its partial work failed too.
-    #[error("{source}; undoing the partial apply also failed: {leftovers}")]
+    #[error("{}; undoing the partial apply also failed: {leftovers}", kiln_util::error::chain(cause.as_ref()))]
     UndoFailed {
-        /// The error that made apply stop.
-        source: Box<NetError>,
+        /// The error that made apply stop (in the message: it is the first thing to read).
+        cause: Box<NetError>,
         /// What could not be undone.
         leftovers: String,
     },
@@ -170,11 +164,7 @@ pub enum NetError {
 impl NetError {
     /// A filesystem error with its path.
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        Self::File(kiln_util::fs::FsError::io(what, path, source))
     }
 
     /// A netlink error with the operation and namespace.

@@ -7,7 +7,6 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -81,26 +80,24 @@ pub fn load(runtime_root: &Path, env: &str) -> Result<Option<Record>, NetError> 
         })
 }
 
-/// Writes the record atomically (temp file, fsync, rename).
+/// Writes the record atomically (temp file, fsync, rename, fsync of the directory).
 pub(crate) fn save(runtime_root: &Path, record: &Record) -> Result<(), NetError> {
-    let dir = env_dir(runtime_root, &record.env);
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(".state.json.tmp");
-    let text = serde_json::to_vec_pretty(record).map_err(|e| NetError::State {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    let mut f = File::create(&tmp).map_err(|e| NetError::io("creating", &tmp, e))?;
-    f.write_all(&text)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| NetError::io("writing", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| NetError::io("renaming into", &path, e))
+    let path = env_dir(runtime_root, &record.env).join(STATE_FILE);
+    Ok(kiln_util::fs::write_json(&path, record)?)
 }
 
 /// Removes the record and the env dir if nothing else is left in it.
 pub(crate) fn remove(runtime_root: &Path, env: &str) -> Result<(), NetError> {
     let dir = env_dir(runtime_root, env);
-    for name in [STATE_FILE, ".state.json.tmp"] {
+    // The record and any temp file a crashed write left (`.state.json.<pid>.tmp`, or
+    // `.state.json.tmp` from before kiln-util's atomic write).
+    let temps = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".state.json.") && n.ends_with(".tmp"));
+    for name in std::iter::once(STATE_FILE.to_string()).chain(temps) {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

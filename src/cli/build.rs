@@ -7,12 +7,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kiln_builder::exec::{
-    log, BuildReport, Builder, CacheOutcome, Progress, ServiceReport, StepReport,
-};
+use kiln_builder::exec::{log, BuildReport, CacheOutcome, Progress, ServiceReport, StepReport};
 use kiln_builder::plan;
-use kiln_builder::project::Project;
-use kiln_builder::source::GitRepo;
+use kiln_deploy::build::{build_revision, Revision};
 use kiln_overlay::Store;
 
 use super::Global;
@@ -95,7 +92,7 @@ fn build(global: &Global, args: BuildArgs) -> Result<()> {
         pr: args.pr_base.zip(args.pr_head),
         pr_title: args.pr_title,
     };
-    let (_, report) = build_project(global, &repo_path, &rev)?;
+    let report = build_project(global, &repo_path, &rev)?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -104,52 +101,23 @@ fn build(global: &Global, args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Which revision of a repository to build.
-#[derive(Debug, Default)]
-pub(super) struct Revision {
-    /// Revision (sha, branch, tag); default: `branch` if given, else HEAD.
-    pub commit: Option<String>,
-    /// Branch name the build is for.
-    pub branch: Option<String>,
-    /// Pull request: (base, head).
-    pub pr: Option<(String, String)>,
-    /// Pull-request title.
-    pub pr_title: Option<String>,
+/// Opens the store `--store` names.
+pub(super) fn open_store(global: &Global) -> Result<Store> {
+    Store::open(&global.store).with_context(|| format!("opening store {}", global.store.display()))
 }
 
 /// Loads the project at `rev` from the repository and builds every app (cache hits cost
 /// nothing), showing progress on a terminal.
-pub(super) fn build_project(
+fn build_project(
     global: &Global,
     repo_path: &std::path::Path,
     rev: &Revision,
-) -> Result<(Project, BuildReport)> {
-    let store = Store::open(&global.store)
-        .with_context(|| format!("opening store {}", global.store.display()))?;
-    let repo = GitRepo::open(repo_path)?;
-    let mut project = match &rev.pr {
-        Some((base, head)) => {
-            Project::load_pull_request(&repo, base, head, rev.pr_title.as_deref())?
-        }
-        None => {
-            let r = rev
-                .commit
-                .as_deref()
-                .or(rev.branch.as_deref())
-                .unwrap_or("HEAD");
-            Project::load_at(&repo, r)?
-        }
-    };
-    if let Some(b) = &rev.branch {
-        project.revision.branch = Some(b.clone());
-    }
-    let builder = Builder::new(store, &global.root);
-    let bases = builder.base_digests(&project)?;
-    let plan = plan::plan(&project, &bases)?;
+) -> Result<BuildReport> {
+    let store = open_store(global)?;
     let mut progress = Display::new();
-    let report = builder.build(&repo, &plan, &mut progress);
+    let built = build_revision(&store, &global.root, repo_path, rev, &mut progress);
     progress.clear();
-    Ok((project, report?))
+    Ok(built?.1)
 }
 
 fn print_json(report: &BuildReport) -> Result<()> {
@@ -179,13 +147,13 @@ fn cache_word(c: CacheOutcome) -> &'static str {
 }
 
 /// Progress on stderr: a spinner per running step on a terminal, plain lines otherwise.
-struct Display {
+pub(super) struct Display {
     bars: Option<MultiProgress>,
     current: Option<ProgressBar>,
 }
 
 impl Display {
-    fn new() -> Display {
+    pub(super) fn new() -> Display {
         Display {
             bars: std::io::stderr().is_terminal().then(MultiProgress::new),
             current: None,
@@ -201,7 +169,7 @@ impl Display {
         }
     }
 
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         if let Some(pb) = self.current.take() {
             pb.finish_and_clear();
         }

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln::deploy::container;
-use kiln::deploy::env_state::EnvState;
-use kiln::deploy::orchestrate::{self, DeployRequest};
-use kiln_overlay::Store;
+use kiln_deploy::build::Revision;
+use kiln_deploy::container;
+use kiln_deploy::env_state::EnvState;
+use kiln_deploy::{deploy_commit, CommitRequest};
 
-use super::build::{build_project, Revision};
+use super::build::{open_store, Display};
 use super::Global;
 
 /// `kiln deploy REPO --env NAME`.
@@ -72,32 +72,24 @@ pub fn deploy(global: &Global, args: DeployArgs) -> ExitCode {
 }
 
 fn run_deploy(global: &Global, args: DeployArgs) -> Result<()> {
-    let rev = Revision {
-        commit: args.commit.clone(),
-        branch: args.branch.clone(),
-        ..Revision::default()
-    };
-    let (project, build) = build_project(global, &args.repo, &rev)?;
-    let images = build
-        .services
-        .iter()
-        .map(|s| (s.service.clone(), s.image.clone()))
-        .collect();
-    let store = Store::open(&global.store)
-        .with_context(|| format!("opening store {}", global.store.display()))?;
-    let req = DeployRequest {
+    let req = CommitRequest {
+        repo: args.repo.clone(),
+        revision: Revision {
+            commit: args.commit.clone(),
+            branch: args.branch.clone(),
+            ..Revision::default()
+        },
         runtime_root: global.root.clone(),
         kiln_bin: kiln_runtime::sealed_exe::host_exe().context("locating the kiln binary")?,
         env: args.env.clone(),
         parent: args.parent.clone(),
-        config: project.config,
-        commit: build.commit.clone(),
-        branch: project.revision.branch.clone(),
-        images,
         listen: args.listen,
     };
-    let report = orchestrate::deploy(&store, &req)
-        .with_context(|| format!("deploying {} into {}", build.commit, args.env))?;
+    let store = open_store(global)?;
+    let mut progress = Display::new();
+    let report = deploy_commit(&store, &req, &mut progress);
+    progress.clear();
+    let report = report?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use kiln::deploy::env_state::{self, EnvState};
-use kiln::deploy::env_status::{self, EnvStatus};
-use kiln::deploy::router::client::RouterClient;
-use kiln::deploy::router::daemon;
-use kiln::deploy::{lifecycle, teardown, Endpoint};
+use kiln_deploy::env_state::{self, EnvState};
+use kiln_deploy::env_status::{self, EnvStatus};
+use kiln_deploy::{lifecycle, teardown, Endpoint};
+use kiln_router::client::RouterClient;
+use kiln_router::daemon;
 
 use super::router::RouterOpts;
 use super::Global;

@@ -1,4 +1,7 @@
 //! Command-line parsing and dispatch: each area of kiln has its own module here.
+// The doc comments of the clap types are the commands' --help text, written for a terminal
+// (`<store>`, `UID[:GID]`), not rustdoc markup.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 mod build;
 mod container;
@@ -94,9 +97,29 @@ pub(crate) fn finish(area: &str, result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// Installs the tracing subscriber: warnings (a killed deploy's containers adopted or
+/// destroyed, a router's lease ending) on stderr, debug lines too with `--debug`, JSON lines
+/// with `--log-format json`; `RUST_LOG` overrides the level. (`--log` stays the runtime's
+/// runc-style log, written by the runtime commands themselves.)
+fn install_subscriber(global: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let level = if global.debug { "debug" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second install (never in the binary) is harmless: the first subscriber stays.
+    let _ = if global.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 /// Parses the command line, runs the command and turns its result into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_subscriber(&cli.global);
     match cli.command {
         Command::Vendor(c) => vendor::run(&cli.global, c),
         Command::Build(cmd) => build::main(&cli.global, cmd),

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use kiln::deploy::router::{self, daemon, RouterConfig};
-use kiln::deploy::Endpoint;
+use kiln_router::Endpoint;
+use kiln_router::{daemon, RouterConfig};
 
 use super::Global;
 
@@ -24,7 +24,7 @@ pub struct RouterOpts {
     #[arg(long)]
     hold: bool,
     /// How long a refusing upstream is retried before answering 502, in milliseconds.
-    #[arg(long, default_value_t = router::DEFAULT_RETRY.as_millis() as u64)]
+    #[arg(long, default_value_t = kiln_router::DEFAULT_RETRY.as_millis() as u64)]
     retry_ms: u64,
 }
 
@@ -68,7 +68,7 @@ fn dispatch(global: &Global, args: RouterArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&info)?);
     } else {
         // The router reports where it listens on stderr itself.
-        router::run(&config, |_| {})?;
+        kiln_router::run(&config, |_| {})?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::report::Params;
 
-/// The `kiln` knob, or the `kiln` next to the running bench binary (both in target/<profile>/);
+/// The `kiln` knob, or the `kiln` next to the running bench binary (both in `target/<profile>/`);
 /// fails when it does not exist.
 pub fn locate(params: &Params) -> Result<PathBuf> {
     let kiln = match params.str("kiln", "") {

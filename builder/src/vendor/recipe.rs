@@ -132,7 +132,7 @@ pub struct BundleStep {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunStep {
-    /// argv; argv[0] is an absolute path inside the image.
+    /// argv; `argv[0]` is an absolute path inside the image.
     pub args: Vec<String>,
     /// User to run as.
     #[serde(default = "default_owner")]

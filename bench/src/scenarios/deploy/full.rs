@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use kiln::deploy::Endpoint;
+use kiln_router::Endpoint;
 
 use super::load::{sum, under_load};
 use super::sandbox::{Deployed, Sandbox};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use kiln::deploy::loadgen::{self, LoadResult};
-use kiln::deploy::Endpoint;
+use kiln_router::Endpoint;
+use kiln_testkit::loadgen::{self, LoadResult};
 
 /// First failure reasons kept by `sum`.
 const KEEP_ERRORS: usize = 5;

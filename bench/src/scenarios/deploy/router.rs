@@ -8,11 +8,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use kiln::deploy::loadgen::NameApp;
-use kiln::deploy::router::client::RouterClient;
-use kiln::deploy::router::{daemon, RouterConfig, DEFAULT_RETRY};
-use kiln::deploy::Endpoint;
 use kiln_netns::{Plan, Pool, Topology};
+use kiln_router::client::RouterClient;
+use kiln_router::Endpoint;
+use kiln_router::{daemon, RouterConfig, DEFAULT_RETRY};
+use kiln_testkit::loadgen::NameApp;
 
 use super::load::{sum, under_load};
 use super::Knobs;

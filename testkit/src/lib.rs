@@ -1,0 +1,13 @@
+//! kiln-testkit: fixtures for kiln's end-to-end tests and its bench (a dev-dependency only,
+//! never part of a shipped crate).
+//!
+//! - [`common`]: the `kiln` binary under test, sandboxes with their own store and runtime
+//!   root, a busybox rootfs, git helpers, the examples.
+//! - [`runtime_support`]: an OCI bundle run through the `kiln` binary.
+//! - [`deploy_support`]: an environment with namespaces, test apps and a router.
+//! - [`loadgen`]: a tiny HTTP app and a keep-alive load generator (tests and bench).
+
+pub mod common;
+pub mod deploy_support;
+pub mod loadgen;
+pub mod runtime_support;
