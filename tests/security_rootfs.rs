@@ -73,12 +73,6 @@ fn chain(dir: &Path, prefix: &str, n: usize, target: &Path) {
     }
 }
 
-impl Bundle {
-    fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
-    }
-}
-
 /// Runs the container; with `links` > 40 it must fail naming `path` with ELOOP and leave no state
 /// dir, cgroup or mount behind. Returns whether it ran.
 fn run_expecting(b: &Bundle, links: usize, path: &str, host: &HostTarget, what: &str) -> bool {

@@ -22,6 +22,11 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// The bundle's root filesystem.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
     /// A bundle running `args`, with kiln's default config (pid/net/ipc/uts/mount/cgroup ns).
     pub fn new(args: &[&str]) -> Bundle {
         let sb = Sandbox::new();
