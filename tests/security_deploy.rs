@@ -11,8 +11,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use common::{copy_example, git, shared_deb_cache, Sandbox};
-use kiln_testkit::loadgen::Client;
 use kiln_router::Endpoint;
+use kiln_testkit::loadgen::Client;
 use serde_json::Value;
 
 /// CapBnd/CapEff of the service set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID

@@ -844,6 +844,9 @@ fn parent_freezer_cgroups(root: &Path, parent: &str) -> Result<Vec<PathBuf>, Dep
 /// Volumes to bind into a container: (host directory, container path).
 type Binds = Vec<(PathBuf, String)>;
 
+/// Idmapped volume mounts to stage: (volume directory, staged path).
+type Staged = Vec<(PathBuf, PathBuf)>;
+
 /// What the container of one service is made from.
 struct SpecContext<'c> {
     store: &'c Store,
@@ -979,7 +982,7 @@ impl SpecContext<'_> {
         dir: &Path,
         cwd: &str,
         (uid, gid): (u32, u32),
-    ) -> Result<(Binds, Vec<VolumeMount>, Vec<(PathBuf, PathBuf)>), DeployError> {
+    ) -> Result<(Binds, Vec<VolumeMount>, Staged), DeployError> {
         let (service, name) = (self.want.service, self.name);
         let mut mounts: Vec<(String, String)> = service
             .mounts

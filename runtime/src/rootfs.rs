@@ -312,7 +312,11 @@ fn mount_cgroup_view(root: &Root, dest: &Path, o: &MountOpts, ctx: &MountCtx) ->
     let tmpfs = root.resolve(dest, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
     for (name, src) in &view.dirs {
         let shown = dest.join(name);
-        match mkdirat(tmpfs.as_fd(), name.as_os_str(), Mode::from_bits_truncate(0o755)) {
+        match mkdirat(
+            tmpfs.as_fd(),
+            name.as_os_str(),
+            Mode::from_bits_truncate(0o755),
+        ) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => {
                 return Err(std::io::Error::from(e)).at("creating cgroup mount point", &shown)
