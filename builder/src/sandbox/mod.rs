@@ -271,8 +271,8 @@ fn device_rules() -> Vec<LinuxDeviceCgroup> {
 }
 
 /// The container's config: the job's command, env, user and working dir; [`CAPS`] for root
-/// (none for another user), no_new_privs, [`device_rules`], its own pid, ipc, uts, mount and
-/// network namespaces.
+/// (none for another user), no_new_privs, the runtime's default seccomp profile (the one
+/// services get), [`device_rules`], its own pid, ipc, uts, mount and network namespaces.
 fn spec(job: &Job<'_>, root: &Path, mounts: Vec<Mount>) -> Result<Spec, SandboxError> {
     let oci = |e: oci_spec::OciSpecError| {
         SandboxError::Runtime(kiln_runtime::Error::Config(e.to_string()))
@@ -324,6 +324,7 @@ fn spec(job: &Job<'_>, root: &Path, mounts: Vec<Mount>) -> Result<Spec, SandboxE
     .map_err(oci)?;
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces));
+    linux.set_seccomp(Some(kiln_runtime::hardening::default_seccomp().map_err(oci)?));
     let mut resources = LinuxResources::default();
     resources.set_devices(Some(device_rules()));
     linux.set_resources(Some(resources));
