@@ -418,7 +418,7 @@ fn a_failing_network_step_leaves_no_slirp_namespace_mount_or_cgroup() {
     );
 }
 
-/// `Threads:` of /proc/<pid>/status.
+/// `Threads:` of `/proc/<pid>/status`.
 fn threads(pid: &str) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status

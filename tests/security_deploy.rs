@@ -63,7 +63,7 @@ fn shop_repo(sb: &Sandbox) -> PathBuf {
     repo
 }
 
-/// `Key:\tvalue` of /proc/<pid>/status.
+/// `Key:\tvalue` of `/proc/<pid>/status`.
 fn proc_status(pid: u64, key: &str) -> String {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     text.lines()

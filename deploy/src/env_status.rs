@@ -56,7 +56,7 @@ pub struct ServiceLive {
     pub user: String,
     /// Whether it opted out of the user namespace.
     pub host_root: bool,
-    /// Its init's /proc/<pid>/uid_map as the kernel shows it now (when running).
+    /// Its init's `/proc/<pid>/uid_map` as the kernel shows it now (when running).
     pub uid_map: Option<String>,
 }
 

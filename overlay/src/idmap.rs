@@ -49,7 +49,7 @@ pub struct IdRange {
 }
 
 impl IdRange {
-    /// The line of /proc/<pid>/uid_map (and gid_map) for this range.
+    /// The line of `/proc/<pid>/uid_map` (and gid_map) for this range.
     pub fn map_line(&self) -> String {
         format!("0 {} {}\n", self.host, self.size)
     }

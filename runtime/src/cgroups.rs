@@ -143,7 +143,7 @@ fn own_cgroups() -> Result<BTreeMap<String, String>> {
     Ok(parse_proc_cgroup(&text))
 }
 
-/// Parses /proc/<pid>/cgroup lines `id:controllers:path` into controller → path (no slashes at
+/// Parses `/proc/<pid>/cgroup` lines `id:controllers:path` into controller → path (no slashes at
 /// the ends), keeping the controllers kiln uses that are not at the root.
 fn parse_proc_cgroup(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();

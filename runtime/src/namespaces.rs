@@ -43,7 +43,7 @@ pub struct Plan {
     pub child_join: Vec<Join>,
 }
 
-/// The CLONE_NEW* flag and /proc/<pid>/ns name of a namespace type.
+/// The CLONE_NEW* flag and `/proc/<pid>/ns` name of a namespace type.
 pub fn flag_and_name(t: LinuxNamespaceType) -> Option<(libc::c_int, &'static str)> {
     Some(match t {
         LinuxNamespaceType::Mount => (libc::CLONE_NEWNS, "mnt"),

@@ -333,7 +333,7 @@ pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
     io::Error::last_os_error()
 }
 
-/// The start time (in clock ticks since boot) of a process, from /proc/<pid>/stat; also tells
+/// The start time (in clock ticks since boot) of a process, from `/proc/<pid>/stat`; also tells
 /// whether it is a zombie. `None` when the process does not exist.
 pub fn proc_start_time(pid: libc::pid_t) -> Option<(u64, bool)> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;

@@ -2,7 +2,7 @@
 //! step) runs as a container of kiln's runtime over an overlay of the layers below it, with one
 //! spec: its own pid, ipc, uts, mount and network namespaces; a minimal capability set and
 //! no_new_privs; a device cgroup that allows only the standard `/dev` nodes; a root mounted
-//! nodev and nosuid. A step that needs the network gets it through slirp4netns (see [`net`]),
+//! nodev and nosuid. A step that needs the network gets it through slirp4netns (see `net.rs`),
 //! never the host's namespace. The container is created only while kiln is single-threaded, and
 //! nothing (mount, container, cgroup, slirp4netns) is left behind whatever happens.
 
@@ -324,7 +324,9 @@ fn spec(job: &Job<'_>, root: &Path, mounts: Vec<Mount>) -> Result<Spec, SandboxE
     .map_err(oci)?;
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces));
-    linux.set_seccomp(Some(kiln_runtime::hardening::default_seccomp().map_err(oci)?));
+    linux.set_seccomp(Some(
+        kiln_runtime::hardening::default_seccomp().map_err(oci)?,
+    ));
     let mut resources = LinuxResources::default();
     resources.set_devices(Some(device_rules()));
     linux.set_resources(Some(resources));
