@@ -109,6 +109,23 @@ pub enum DeployError {
         /// The last lines of the service's output.
         tail: String,
     },
+    /// A directory a service in a user namespace must reach is closed to its mapped uids.
+    #[error(
+        "service {service} runs in a user namespace (container root is host uid {host_uid}) \
+         and cannot reach its files: {dir} has mode {mode:o}, without search permission for \
+         other users; make it traversable (chmod o+x {dir}), keep KILN_STORE and KILN_RUNTIME \
+         under directories that are, or opt the service out with security.host_root"
+    )]
+    Unreachable {
+        /// The service.
+        service: String,
+        /// Host uid of the container's root.
+        host_uid: u32,
+        /// The closed directory.
+        dir: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
     /// A deploy step was called before the step it needs (a bug in the caller).
     #[error("deploy step {step} needs step {needs} first")]
     OutOfOrder {

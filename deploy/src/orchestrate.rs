@@ -364,6 +364,9 @@ impl<'a> Deploy<'a> {
         let ids = crate::env_state::id_range(root, &mut self.state)?;
         for name in self.changes.replace.iter().chain(&self.changes.start) {
             let w = &self.wants[name];
+            if !w.service.security.host_root {
+                reachable_by_mapped_root(name, ids, &[root, self.store.root()])?;
+            }
             let log = container::ensure_log(root, env, name)?;
             let from = container::file_len(&log);
             let ctx = SpecContext {
@@ -841,6 +844,33 @@ fn parent_freezer_cgroups(root: &Path, parent: &str) -> Result<Vec<PathBuf>, Dep
         .collect())
 }
 
+/// Checks that a container whose root is the unprivileged host uid of `ids` can walk down to
+/// `dirs` (its rootfs, volumes, hosts file and log live below them): the kernel checks search
+/// permission on every ancestor with the container's credentials, which have no rights over
+/// host-owned directories, so a closed ancestor (a `mktemp -d` dir is 0700) would only show up
+/// later as a bare EACCES from inside the container's init.
+fn reachable_by_mapped_root(
+    service: &str,
+    ids: IdRange,
+    dirs: &[&Path],
+) -> Result<(), DeployError> {
+    use std::os::unix::fs::MetadataExt;
+    for dir in dirs {
+        for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+            let meta = std::fs::metadata(d).map_err(|e| DeployError::io("reading", d, e))?;
+            if meta.mode() & 0o001 == 0 {
+                return Err(DeployError::Unreachable {
+                    service: service.to_string(),
+                    host_uid: ids.host,
+                    dir: d.to_path_buf(),
+                    mode: meta.mode() & 0o7777,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Volumes to bind into a container: (host directory, container path).
 type Binds = Vec<(PathBuf, String)>;
 
@@ -1081,4 +1111,33 @@ fn routes_env(url: &str, service: &str) -> String {
     use base64::Engine;
     let json = serde_json::json!({ url: { "type": "upstream", "upstream": service } });
     base64::engine::general_purpose::STANDARD.encode(json.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_closed_ancestor_is_named_before_any_container_exists() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let closed = tmp.path().join("closed");
+        let runtime = closed.join("run");
+        std::fs::create_dir_all(&runtime).expect("dirs");
+        let ids = IdRange {
+            host: 1_000_000,
+            size: 65536,
+        };
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let err = reachable_by_mapped_root("web", ids, &[&runtime]).expect_err("0700 ancestor");
+        let msg = err.to_string();
+        assert!(msg.contains(&closed.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("mode 700") && msg.contains("host uid 1000000"),
+            "{msg}"
+        );
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        reachable_by_mapped_root("web", ids, &[&runtime]).expect("traversable");
+    }
 }
