@@ -181,35 +181,18 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
         } else {
             root.create_file(dest)?
         };
-        let base = libc::MS_BIND | (o.flags & libc::MS_REC);
-        mount_on(
-            Some(&fd_path(&src_fd)),
-            &target,
-            None,
-            base,
-            None,
-            format!("bind-mounting {} on", src.display()),
-            dest,
-        )?;
-        let extra = o.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
-        if extra != 0 {
-            // The fd above is under the new mount: open the mount itself.
-            let mounted = root.resolve(dest, OFlag::O_PATH)?;
-            let locked = if ctx.userns {
-                locked_flags(&mounted)
-            } else {
-                0
-            };
-            mount_on(
-                None,
-                &mounted,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | extra | locked,
-                None,
-                "remounting bind mount with its flags",
-                dest,
-            )?;
+        // A detached copy of the source gets its flags before it is attached onto the target
+        // fd: nothing inside the rootfs sees the mount without them, and no path is walked
+        // again between mounting and restricting (a swapped component cannot redirect it).
+        let recursive = o.flags & libc::MS_REC != 0;
+        let shown = format!("bind-mounting {} on", src.display());
+        let tree = kiln_util::mount::clone_tree(&src_fd, recursive).at(shown.clone(), dest)?;
+        let (set, clr) = kiln_util::mount::attrs_of_flags(o.flags);
+        if set | clr != 0 {
+            kiln_util::mount::set_attrs(&tree, false, set, clr)
+                .at("setting the flags of bind mount", dest)?;
         }
+        kiln_util::mount::attach(&tree, &target).at(shown, dest)?;
     } else if typ == "cgroup" {
         mount_cgroup_view(&root, dest, &o, ctx)?;
     } else {
@@ -606,17 +589,13 @@ pub fn mask_paths(paths: &[String]) -> Result<()> {
 
 /// Bind-mounts each path read-only onto itself.
 pub fn readonly_paths(paths: &[String]) -> Result<()> {
-    for_each_existing(paths, |root, path, fd| {
-        mount_on(
-            Some(&fd_path(&fd)),
-            &fd,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-            "bind-mounting read-only path",
-            path,
-        )?;
-        remount_ro_fd(&root.resolve(path, OFlag::O_PATH)?, path)
+    for_each_existing(paths, |_root, path, fd| {
+        // Made read-only while detached, then attached onto the same fd: no second lookup.
+        let tree =
+            kiln_util::mount::clone_tree(&fd, true).at("bind-mounting read-only path", path)?;
+        kiln_util::mount::set_attrs(&tree, true, kiln_util::mount::ATTR_RDONLY, 0)
+            .at("making read-only", path)?;
+        kiln_util::mount::attach(&tree, &fd).at("bind-mounting read-only path", path)
     })
 }
 
@@ -631,19 +610,6 @@ pub fn remount_ro(p: &Path) -> Result<()> {
 /// The flags that remount the mount an fd is on read-only, keeping its locked flags.
 fn ro_flags(fd: &OwnedFd) -> libc::c_ulong {
     libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC | locked_flags(fd)
-}
-
-/// Remounts the mount an fd is on read-only, keeping its other (possibly locked) flags.
-fn remount_ro_fd(fd: &OwnedFd, shown: &Path) -> Result<()> {
-    mount_on(
-        None,
-        fd,
-        None,
-        ro_flags(fd),
-        None,
-        "remounting read-only",
-        shown,
-    )
 }
 
 /// Applies rootfsPropagation to the new `/` (after pivot_root).

@@ -15,6 +15,7 @@
 pub mod cgroup;
 pub mod error;
 pub mod fs;
+pub mod mount;
 pub mod process;
 pub mod time;
 pub mod wait;
