@@ -1,7 +1,6 @@
 //! A container's persisted state (`<root>/<id>/state.json`), its lock, and its live status.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -184,32 +183,10 @@ impl Lock {
     }
 }
 
-/// Replaces `path` with `data` atomically and durably: a temp file in the same directory is
-/// written and fsync'd, renamed over `path`, and the directory is fsync'd (so that after a
-/// crash the file is either the old or the new content, never empty or missing).
+/// Replaces `path` with `data` atomically and durably (see [`kiln_util::fs::write_atomic`]: after
+/// a crash the file is either the old or the new content, never empty or missing).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.kiln-tmp"));
-    let mut f = File::create(&tmp).at("creating", &tmp)?;
-    let written = f
-        .write_all(data)
-        .and_then(|()| f.sync_all())
-        .at("writing", &tmp);
-    drop(f);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path).at("renaming into", path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .at("syncing directory", dir)
+    Ok(kiln_util::fs::write_atomic(path, data)?)
 }
 
 /// Checks that an id is usable as one path component.

@@ -59,7 +59,10 @@ fn temp_path(dir: &Path, path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` atomically and durably (creating its directory if needed).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     std::fs::create_dir_all(dir).map_err(|e| FsError::io("creating", dir, e))?;
     let tmp = temp_path(dir, path);
     let written = File::create(&tmp)
