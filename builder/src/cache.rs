@@ -5,7 +5,6 @@
 //! names stays alive. Entries are written atomically (temp file in the store's `tmp/`, fsync,
 //! rename), and only once what they name is complete.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -86,12 +85,18 @@ impl BuildCache {
             .tempfile_in(&self.tmp)
             .map_err(io("create temp file in", &self.tmp))?;
         writeln!(tmp, "{digest}").map_err(io("write", tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io("fsync", tmp.path()))?;
-        tmp.persist(&path)
-            .map_err(|e| io("rename into place", &path)(e.error))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync directory", &self.dir))
+        kiln_util::fs::commit(tmp.as_file(), tmp.path(), &path).map_err(|e| match e {
+            kiln_util::fs::FsError::Io { what, path, source } => CacheError::Io {
+                op: what,
+                path,
+                source,
+            },
+            other => CacheError::Io {
+                op: "writing",
+                path: path.clone(),
+                source: std::io::Error::other(other),
+            },
+        })
     }
 
     /// Removes an entry (a missing entry is fine).

@@ -153,3 +153,21 @@ impl<T> SysContext<T> for nix::Result<T> {
         })
     }
 }
+
+impl From<kiln_util::fs::FsError> for Error {
+    fn from(e: kiln_util::fs::FsError) -> Self {
+        use kiln_util::fs::FsError;
+        match e {
+            FsError::Io { what, path, source } => Error::Io {
+                op: what,
+                path,
+                error: source,
+            },
+            FsError::Json { path, source } => Error::Io {
+                op: "parsing",
+                path,
+                error: source.into(),
+            },
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::io::{self, BufWriter, Read, Write};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
-use crate::store::{set_mode, sync_parent, Lease, Store};
+use crate::store::{set_mode, Lease, Store};
 
 /// Buffer between a blob writer and its temp file.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -147,15 +147,8 @@ impl BlobWriter {
         if dest.is_file() {
             return Ok(Blob { digest, size });
         }
-        file.sync_all().ctx("fsync", &tmp)?;
         set_mode(&file, 0o644, &tmp)?;
-        drop(file);
-        tmp.persist(&dest).map_err(|e| Error::Io {
-            op: "rename blob into place",
-            path: dest.clone(),
-            error: e.error,
-        })?;
-        sync_parent(&dest)?;
+        kiln_util::fs::commit(&file, &tmp, &dest)?;
         Ok(Blob { digest, size })
     }
 }

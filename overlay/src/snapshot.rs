@@ -92,7 +92,7 @@ impl Store {
         nix::unistd::syncfs(&dir).sys("syncfs", tmp.path())?;
         let unpacked = tmp.keep();
         match std::fs::rename(&unpacked, dest) {
-            Ok(()) => crate::store::sync_parent(dest),
+            Ok(()) => Ok(kiln_util::fs::sync_parent(dest)?),
             // Someone else unpacked the same chain meanwhile: theirs is as good as ours.
             Err(_) if dest.is_dir() => std::fs::remove_dir_all(&unpacked).ctx("remove", &unpacked),
             Err(e) => Err(Error::Io {

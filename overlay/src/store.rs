@@ -179,14 +179,8 @@ impl Store {
         let mut tmp =
             tempfile::NamedTempFile::new_in(&tmp_dir).ctx("create temp file in", &tmp_dir)?;
         tmp.write_all(bytes).ctx("write", tmp.path())?;
-        tmp.as_file().sync_all().ctx("fsync", tmp.path())?;
         set_mode(tmp.as_file(), 0o644, tmp.path())?;
-        tmp.persist(path).map_err(|e| Error::Io {
-            op: "rename into place",
-            path: path.to_path_buf(),
-            error: e.error,
-        })?;
-        sync_parent(path)
+        Ok(kiln_util::fs::commit(tmp.as_file(), tmp.path(), path)?)
     }
 }
 
@@ -195,14 +189,6 @@ pub(crate) fn set_mode(file: &File, mode: u32, path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(fs::Permissions::from_mode(mode))
         .ctx("chmod", path)
-}
-
-/// fsyncs the directory holding `path`, so a rename into it is durable.
-pub(crate) fn sync_parent(path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx("fsync directory", dir)
 }
 
 #[cfg(test)]

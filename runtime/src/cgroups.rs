@@ -192,7 +192,11 @@ impl ContainerCgroup {
                 parents: BTreeMap::new(),
             },
             leaf => Paths {
-                leaf: leaf.unwrap_or_else(|| format!("kiln/{id}")),
+                leaf: leaf.unwrap_or_else(|| {
+                    kiln_util::cgroup::container_path(id)
+                        .to_string_lossy()
+                        .into_owned()
+                }),
                 parents: own_cgroups()?,
             },
         };

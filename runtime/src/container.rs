@@ -204,7 +204,7 @@ impl Runtime {
             _ => None,
         };
 
-        let created = state::now_rfc3339();
+        let created = kiln_util::time::now_rfc3339();
         let mut st = ContainerState {
             oci_version: spec.version().clone(),
             id: id.to_string(),

@@ -129,6 +129,23 @@ pub enum Error {
     },
 }
 
+impl From<kiln_util::fs::FsError> for Error {
+    fn from(e: kiln_util::fs::FsError) -> Self {
+        use kiln_util::fs::FsError;
+        match e {
+            FsError::Io { what, path, source } => Error::Path {
+                step: what.to_string(),
+                path,
+                errno: source,
+            },
+            FsError::Json { path, source } => Error::State {
+                path,
+                msg: source.to_string(),
+            },
+        }
+    }
+}
+
 /// Attaches a step (and path) to a failing `io::Result`.
 pub(crate) trait Ctx<T> {
     /// Names the step that failed.

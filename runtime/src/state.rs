@@ -1,7 +1,6 @@
 //! A container's persisted state (`<root>/<id>/state.json`), its lock, and its live status.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -184,32 +183,10 @@ impl Lock {
     }
 }
 
-/// Replaces `path` with `data` atomically and durably: a temp file in the same directory is
-/// written and fsync'd, renamed over `path`, and the directory is fsync'd (so that after a
-/// crash the file is either the old or the new content, never empty or missing).
+/// Replaces `path` with `data` atomically and durably (see [`kiln_util::fs::write_atomic`]: after
+/// a crash the file is either the old or the new content, never empty or missing).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.kiln-tmp"));
-    let mut f = File::create(&tmp).at("creating", &tmp)?;
-    let written = f
-        .write_all(data)
-        .and_then(|()| f.sync_all())
-        .at("writing", &tmp);
-    drop(f);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path).at("renaming into", path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .at("syncing directory", dir)
+    Ok(kiln_util::fs::write_atomic(path, data)?)
 }
 
 /// Checks that an id is usable as one path component.
@@ -234,46 +211,9 @@ pub fn validate_id(id: &str) -> Result<()> {
     })
 }
 
-/// The current time as RFC 3339 UTC with nanoseconds.
-pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339(d.as_secs() as i64, d.subsec_nanos())
-}
-
-/// Formats seconds since the epoch as RFC 3339 UTC.
-pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil-from-days (proleptic Gregorian), after Howard Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
-        assert_eq!(rfc3339(1_700_000_000, 0), "2023-11-14T22:13:20.000000000Z");
-    }
 
     #[test]
     fn ids_are_checked() {

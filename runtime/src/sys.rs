@@ -336,15 +336,8 @@ pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
 /// The start time (in clock ticks since boot) of a process, from `/proc/<pid>/stat`; also tells
 /// whether it is a zombie. `None` when the process does not exist.
 pub fn proc_start_time(pid: libc::pid_t) -> Option<(u64, bool)> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: split after the last ')'.
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?;
-    // After the state come ppid (4) ... starttime is field 22 overall, i.e. the 20th after ')'.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((start, state == "Z" || state == "X"))
+    let stat = kiln_util::process::stat(u32::try_from(pid).ok()?)?;
+    Some((stat.start_time, stat.exited()))
 }
 
 #[cfg(test)]

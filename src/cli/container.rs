@@ -234,10 +234,10 @@ impl Log {
     fn write(&mut self, level: &str, msg: &str) {
         if let Some(f) = &mut self.file {
             let line = if self.json {
-                serde_json::json!({"level": level, "msg": msg, "time": kiln_runtime::state::now_rfc3339()})
+                serde_json::json!({"level": level, "msg": msg, "time": kiln_util::time::now_rfc3339()})
                     .to_string()
             } else {
-                format!("{} {level} {msg}", kiln_runtime::state::now_rfc3339())
+                format!("{} {level} {msg}", kiln_util::time::now_rfc3339())
             };
             let _ = writeln!(f, "{line}");
         }

@@ -59,23 +59,44 @@ fn temp_path(dir: &Path, path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` atomically and durably (creating its directory if needed).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent(path);
     std::fs::create_dir_all(dir).map_err(|e| FsError::io("creating", dir, e))?;
     let tmp = temp_path(dir, path);
     let written = File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|mut f| f.write_all(bytes).map(|()| f))
         .map_err(|e| FsError::io("writing", &tmp, e))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path).map_err(|e| FsError::io("renaming into", path, e))
-        });
+        .and_then(|f| commit(&f, &tmp, path));
     if written.is_err() {
         // Best effort: the write error is the one to report.
         let _ = std::fs::remove_file(&tmp);
-        return written;
     }
+    written
+}
+
+/// The shared tail of every atomic write: fsyncs the written temp file `file` (at `tmp`, on the
+/// same filesystem as `dest`), renames it over `dest`, then fsyncs `dest`'s directory so the
+/// rename itself is durable. The caller removes `tmp` if this fails.
+pub fn commit(file: &File, tmp: &Path, dest: &Path) -> Result<(), FsError> {
+    file.sync_all()
+        .map_err(|e| FsError::io("syncing", tmp, e))?;
+    std::fs::rename(tmp, dest).map_err(|e| FsError::io("renaming into", dest, e))?;
+    sync_parent(dest)
+}
+
+/// fsyncs the directory holding `path`, so a rename into it is durable.
+pub fn sync_parent(path: &Path) -> Result<(), FsError> {
+    let dir = parent(path);
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| FsError::io("syncing directory", dir, e))
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
 }
 
 /// Writes `value` as pretty JSON (with a final newline) to `path`, atomically.

@@ -330,7 +330,7 @@ fn spec(job: &Job<'_>, root: &Path, mounts: Vec<Mount>) -> Result<Spec, SandboxE
     let mut resources = LinuxResources::default();
     resources.set_devices(Some(device_rules()));
     linux.set_resources(Some(resources));
-    linux.set_cgroups_path(Some(PathBuf::from(format!("kiln-build/{}", job.id))));
+    linux.set_cgroups_path(Some(kiln_util::cgroup::container_path(&job.id)));
     spec.set_linux(Some(linux));
     Ok(spec)
 }
