@@ -303,3 +303,37 @@ fn nested_readonly_paths_are_each_read_only() {
         "{out}"
     );
 }
+
+/// A container in a user namespace without its own network namespace cannot mount sysfs, so it
+/// gets the host's /sys bound instead: with the mount's flags (ro, nosuid, nodev, noexec) on it
+/// and on every mount below it, so nothing under the host's /sys can be written.
+#[test]
+fn the_host_sys_fallback_keeps_the_mount_flags() {
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "grep -E ' /sys(/[^ ]*)? ' /proc/self/mountinfo; (echo x > /sys/kernel/mm/ksm/run && echo WROTE); true",
+    ]);
+    let ns = b.config["linux"]["namespaces"].as_array_mut().expect("ns");
+    ns.retain(|n| n["type"] != "network");
+    ns.push(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    let out = b.run_ok();
+    let mounts: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            let point = l.split_whitespace().nth(4).unwrap_or("");
+            point == "/sys" || point.starts_with("/sys/")
+        })
+        .collect();
+    assert!(!mounts.is_empty(), "no /sys mount: {out}");
+    for m in &mounts {
+        let opts = m.split_whitespace().nth(5).unwrap_or("");
+        assert!(
+            opts.split(',').any(|o| o == "ro"),
+            "a /sys mount is not read-only: {m}"
+        );
+    }
+    assert!(!out.contains("WROTE"), "wrote the host's /sys: {out}");
+}

@@ -211,15 +211,16 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
                 } else {
                     "/dev/mqueue"
                 };
-                mount_on(
-                    Some(Path::new(host)),
-                    &target,
-                    None,
-                    libc::MS_BIND | libc::MS_REC,
-                    None,
-                    format!("bind-mounting host {host} on"),
-                    dest,
-                )?;
+                // The host's tree, with the mount's own flags (ro, nosuid, nodev, noexec) set
+                // on every mount of it before it is attached.
+                let shown = format!("bind-mounting host {host} on");
+                let src = sys::open(Path::new(host), libc::O_PATH | libc::O_CLOEXEC, 0)
+                    .at("opening", host)?;
+                let tree = kiln_util::mount::clone_tree(&src, true).at(shown.clone(), dest)?;
+                let (set, clr) = kiln_util::mount::attrs_of_flags(o.flags);
+                kiln_util::mount::set_attrs(&tree, true, set, clr)
+                    .at(format!("setting the flags of host {host} on"), dest)?;
+                kiln_util::mount::attach(&tree, &target).at(shown, dest)?;
             }
             r => r.at(format!("mounting {typ} on"), dest)?,
         }
