@@ -7,10 +7,8 @@
 //! detached clone of the directory (open_tree(OPEN_TREE_CLONE)), given the mapping
 //! (mount_setattr(MOUNT_ATTR_IDMAP)) and attached at the target (move_mount).
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -21,22 +19,6 @@ use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-
-/// `OPEN_TREE_CLONE` (uapi/linux/mount.h).
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-/// `MOUNT_ATTR_IDMAP`.
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-/// `MOVE_MOUNT_F_EMPTY_PATH`.
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-
-/// `struct mount_attr` (uapi/linux/mount.h, version 0).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 /// Ids `0..size` of a container mapped to host ids `host..host + size` (uids and gids alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,14 +51,6 @@ fn sys(syscall: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
         path,
         errno,
     }
-}
-
-fn cpath(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Sys {
-        syscall: "path",
-        path: p.to_path_buf(),
-        errno: Errno::EINVAL,
-    })
 }
 
 impl UserNs {
@@ -152,53 +126,25 @@ impl UserNs {
     /// Attaches at `target` (an existing directory) a clone of the directory `source` whose
     /// owners appear shifted by this namespace's mapping; detached when the guard drops.
     pub fn mount(&self, source: &Path, target: &Path) -> Result<IdmappedMount> {
-        let src = cpath(source)?;
-        let dst = cpath(target)?;
-        let empty = c"";
-        // SAFETY: `src` is a valid C string; open_tree returns a new fd or -1.
-        let raw = unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                src.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        let open = |p: &Path, what: &'static str| {
+            nix::fcntl::open(
+                p,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
             )
+            .map_err(sys(what, p))
         };
-        let raw = i32::try_from(Errno::result(raw).map_err(sys("open_tree", source))?)
-            .map_err(|_| sys("open_tree", source)(Errno::EBADF))?;
-        // SAFETY: open_tree returned a new descriptor that nothing else owns.
-        let tree = unsafe { OwnedFd::from_raw_fd(raw) };
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_IDMAP,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: u64::try_from(self.fd.as_raw_fd()).unwrap_or(u64::MAX),
+        let src = open(source, "open")?;
+        let dst = open(target, "open")?;
+        let io_err = |call: &'static str, p: &Path| {
+            let f = sys(call, p);
+            move |e: std::io::Error| f(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
         };
-        // SAFETY: `tree` is an open mount fd, `empty` a valid C string, `attr` a live
-        // mount_attr of the size passed.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_EMPTY_PATH,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        Errno::result(r).map_err(sys("mount_setattr(MOUNT_ATTR_IDMAP)", source))?;
-        // SAFETY: `tree` is an open detached mount, `dst` and `empty` valid C strings.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_FDCWD,
-                dst.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        Errno::result(r).map_err(sys("move_mount", target))?;
+        let tree =
+            kiln_util::mount::clone_tree(&src, false).map_err(io_err("open_tree", source))?;
+        kiln_util::mount::idmap(&tree, &self.fd)
+            .map_err(io_err("mount_setattr(MOUNT_ATTR_IDMAP)", source))?;
+        kiln_util::mount::attach(&tree, &dst).map_err(io_err("move_mount", target))?;
         Ok(IdmappedMount {
             target: target.to_path_buf(),
         })

@@ -29,6 +29,8 @@ pub const ATTR_NOATIME: u64 = 0x10;
 pub const ATTR_STRICTATIME: u64 = 0x20;
 /// `MOUNT_ATTR_NODIRATIME`.
 pub const ATTR_NODIRATIME: u64 = 0x80;
+/// `MOUNT_ATTR_IDMAP`.
+pub const ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// `struct mount_attr` (uapi/linux/mount.h, version 0).
 #[repr(C)]
@@ -91,12 +93,36 @@ pub fn clone_tree(fd: &impl AsRawFd, recursive: bool) -> io::Result<OwnedFd> {
 /// Sets and clears `MOUNT_ATTR_*` bits on the mount at `fd` (and every mount below it when
 /// `recursive`).
 pub fn set_attrs(fd: &impl AsRawFd, recursive: bool, set: u64, clr: u64) -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clr,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    setattr(
+        fd,
+        recursive,
+        &MountAttr {
+            attr_set: set,
+            attr_clr: clr,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )
+}
+
+/// Makes the detached mount at `fd` idmapped with the mapping of the user namespace `userns`.
+pub fn idmap(fd: &impl AsRawFd, userns: &impl AsRawFd) -> io::Result<()> {
+    let userns_fd =
+        u64::try_from(userns.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    setattr(
+        fd,
+        false,
+        &MountAttr {
+            attr_set: ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd,
+        },
+    )
+}
+
+/// mount_setattr(2) on `fd` itself.
+fn setattr(fd: &impl AsRawFd, recursive: bool, attr: &MountAttr) -> io::Result<()> {
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
@@ -109,7 +135,7 @@ pub fn set_attrs(fd: &impl AsRawFd, recursive: bool, set: u64, clr: u64) -> io::
             fd.as_raw_fd(),
             c"".as_ptr(),
             flags,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
