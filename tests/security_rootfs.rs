@@ -337,3 +337,120 @@ fn the_host_sys_fallback_keeps_the_mount_flags() {
     }
     assert!(!out.contains("WROTE"), "wrote the host's /sys: {out}");
 }
+
+/// Deletes container `id` of a bundle when dropped (a failed assertion leaves nothing behind).
+struct Created<'a> {
+    b: &'a Bundle,
+    id: String,
+}
+
+impl Drop for Created<'_> {
+    fn drop(&mut self) {
+        let _ = self.b.kiln(&["delete", "--force", &self.id]);
+    }
+}
+
+/// The mounts of `pid`'s mount namespace: (mount point, whether mounted read-only), in
+/// mountinfo order (a later mount at the same point is on top).
+fn mounts_of(pid: i64) -> Vec<(String, bool)> {
+    let mi = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    mi.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[4].to_string(), f[5].split(',').any(|o| o == "ro"))
+        })
+        .collect()
+}
+
+/// The regression test for the ro-bind / readonlyPaths rename race (the adversarial review's
+/// proof of concept): the rootfs holds `mnt/x` (a directory) beside `mnt/l -> /dev/shm`, and
+/// `ro/y` beside `ro/m -> /dev/shm`; two threads swap each pair with RENAME_EXCHANGE in a tight
+/// loop while kiln creates containers with a read-only bind of a host directory at `/mnt/x`
+/// and `/ro/y` in `readonlyPaths`. A runtime that mounts and then remounts read-only by path
+/// finds the symlink the second time and makes `/dev/shm` read-only instead, leaving the bind
+/// writable. Each time, once created, the container's mounts at those places must all be
+/// read-only, writing the host file through the container's root must fail with EROFS, and the
+/// host must be unchanged.
+#[test]
+fn a_swapped_component_never_leaves_a_read_only_mount_writable() {
+    let src = tempfile::tempdir().expect("tmp");
+    let payload = src.path().join("payload");
+    std::fs::write(&payload, "original").expect("payload");
+    let mut b = Bundle::new(&["true"]);
+    let rootfs = b.rootfs();
+    for (dir, link) in [("mnt/x", "mnt/l"), ("ro/y", "ro/m")] {
+        std::fs::create_dir_all(rootfs.join(dir)).expect("swap dir");
+        symlink("/dev/shm", rootfs.join(link)).expect("swap link");
+    }
+    std::fs::write(rootfs.join("ro/y/mark"), "image").expect("mark");
+    b.add_mount(json!({"destination": "/mnt/x", "type": "bind", "source": src.path(), "options": ["rbind", "ro"]}));
+    b.config["linux"]["readonlyPaths"] = json!(["/ro/y", "/proc/sys"]);
+    b.write();
+    let mounts = host_mount_count();
+    let (mut created, mut via_link, mut swaps) = (0, 0, 0);
+    let iterations = 40;
+    for i in 0..iterations {
+        let id = format!("{}-{i}", b.id);
+        let swappers = [
+            Swapper::start(rootfs.join("mnt/x"), rootfs.join("mnt/l")),
+            Swapper::start(rootfs.join("ro/y"), rootfs.join("ro/m")),
+        ];
+        let (ok, err) = b.try_create(&id);
+        let guard = Created { b: &b, id };
+        // The attack window is the setup: freeze the names to inspect what it made.
+        swaps += swappers.into_iter().map(Swapper::finish).sum::<u64>();
+        if !ok {
+            assert!(!err.is_empty(), "iteration {i}: create failed silently");
+            continue;
+        }
+        created += 1;
+        let state: serde_json::Value =
+            serde_json::from_str(&b.ok(&["state", &guard.id])).expect("state json");
+        let pid = state["pid"].as_i64().expect("pid");
+        let seen = mounts_of(pid);
+        for (point, ro) in &seen {
+            if point.starts_with("/mnt/") || point.starts_with("/ro/") {
+                assert!(*ro, "iteration {i}: {point} is mounted read-write: {seen:?}");
+            }
+        }
+        if let Some((_, ro)) = seen.iter().rev().find(|(p, _)| p == "/dev/shm") {
+            let stacked = seen.iter().filter(|(p, _)| p == "/dev/shm").count() > 1;
+            assert!(
+                !stacked || *ro,
+                "iteration {i}: the mount on top of /dev/shm is read-write: {seen:?}"
+            );
+        }
+        // Write the host file through the container's root, wherever the bind landed.
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let mut found = 0;
+        for place in ["mnt/x", "mnt/l", "dev/shm"] {
+            // Only directories: an absolute link would be followed from the host's root here.
+            let dir = root.join(place);
+            let p = dir.join("payload");
+            if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) || !p.exists() {
+                continue;
+            }
+            found += 1;
+            if place.starts_with("dev/shm") {
+                via_link += 1;
+            }
+            let e = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map(drop)
+                .expect_err(&format!("iteration {i}: {place} is writable"));
+            assert_eq!(e.raw_os_error(), Some(nix::libc::EROFS), "{place}: {e}");
+        }
+        assert!(found > 0, "iteration {i}: the bind mount is nowhere: {seen:?}");
+        drop(guard);
+        assert_eq!(
+            std::fs::read_to_string(&payload).expect("payload"),
+            "original",
+            "iteration {i}: the host file was written"
+        );
+    }
+    assert_eq!(host_mount_count(), mounts, "a mount was left behind");
+    assert!(swaps > 1000, "the swappers barely ran ({swaps} swaps)");
+    assert!(created > 0, "no container was created in {iterations} iterations");
+    eprintln!("{created}/{iterations} created, {via_link} through the link, {swaps} swaps");
+}
