@@ -2,7 +2,7 @@
 
 mod cli;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::process::ExitCode;
 
 /// Verbs that never clone a container process: they skip the sealed re-exec.
@@ -15,14 +15,17 @@ const NO_CLONE: &[&str] = &[
 const VALUE_FLAGS: &[&str] = &["--root", "--store", "--log", "--log-format"];
 
 /// Whether the command line may clone a container init or an exec helper (unknown: yes).
+/// Arguments are compared as bytes: one that is not UTF-8 is still counted (a flag's value
+/// skipped, a verb seen), never dropped.
 fn clones_containers(args: &[OsString]) -> bool {
-    let mut it = args.iter().skip(1).filter_map(|a| a.to_str());
+    let is = |a: &OsStr, names: &[&str]| names.iter().any(|n| a == *n);
+    let mut it = args.iter().skip(1).map(OsString::as_os_str);
     while let Some(a) = it.next() {
-        if VALUE_FLAGS.contains(&a) {
+        if is(a, VALUE_FLAGS) {
             it.next();
-        } else if !a.starts_with('-') {
-            return !NO_CLONE.contains(&a);
-        } else if matches!(a, "-h" | "--help" | "-V" | "--version") {
+        } else if !a.as_encoded_bytes().starts_with(b"-") {
+            return !is(a, NO_CLONE);
+        } else if is(a, &["-h", "--help", "-V", "--version"]) {
             return false;
         }
     }
@@ -40,5 +43,44 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    cli::main()
+    let code = cli::main();
+    // The child that closed the sealed copy's mounts after the re-exec is ours to reap.
+    kiln_runtime::sealed_exe::reap_closer();
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    fn args(a: &[&[u8]]) -> Vec<OsString> {
+        a.iter().map(|b| OsString::from_vec(b.to_vec())).collect()
+    }
+
+    #[test]
+    fn a_non_utf8_argument_is_not_dropped() {
+        // `--root <not UTF-8>` must skip its value, not the verb after it.
+        assert!(clones_containers(&args(&[
+            b"kiln",
+            b"--root",
+            b"/tmp/\xff",
+            b"exec",
+            b"-d",
+            b"list",
+            b"true"
+        ])));
+        assert!(clones_containers(&args(&[b"kiln", b"\xffrun"])));
+        assert!(!clones_containers(&args(&[
+            b"kiln",
+            b"--root",
+            b"/tmp/\xff",
+            b"state",
+            b"x"
+        ])));
+        assert!(clones_containers(&args(&[
+            b"kiln", b"--log", b"l", b"run", b"x"
+        ])));
+        assert!(!clones_containers(&args(&[b"kiln", b"--version"])));
+    }
 }

@@ -365,3 +365,58 @@ fn a_rw_cgroup_mount_still_reaches_no_host_cgroup_file() {
     );
     assert!(out.contains("done"), "{out}");
 }
+
+/// A user namespace without a network namespace cannot mount sysfs, so the host's /sys is
+/// bound instead. None of the host's cgroup hierarchy roots may come along under the cgroup
+/// view (a recursive bind made inside the container's namespace would bring them, locked
+/// beneath the view, visible in mountinfo with roots like `/../..` and reachable by unmounting
+/// the view): every cgroup mount the container has is one of its own cgroups, shown at `/`.
+/// Then the same attack as above, and the host's cgroup files are unchanged.
+#[test]
+fn in_a_user_namespace_without_netns_no_host_cgroup_root_is_mounted() {
+    let before = host_release_agents();
+    let script = format!("grep -E ' - cgroup2? ' /proc/self/mountinfo; {VIEW_ATTACK}");
+    let mut b = Bundle::new(&["sh", "-c", &script]);
+    let ns = b.config["linux"]["namespaces"].as_array_mut().expect("ns");
+    ns.retain(|n| n["type"] != "network");
+    ns.push(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    let out = b.run_ok();
+    let cgroup_mounts: Vec<&str> = out.lines().filter(|l| l.contains(" - cgroup")).collect();
+    assert!(!cgroup_mounts.is_empty(), "no cgroup mount at all: {out}");
+    for m in &cgroup_mounts {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        assert_eq!(
+            f[3], "/",
+            "a cgroup mount that is not the container's own: {m}"
+        );
+        assert!(
+            f[5].split(',').any(|o| o == "ro"),
+            "a cgroup mount is writable: {m}"
+        );
+    }
+    let names: Vec<&str> = cgroup_mounts
+        .iter()
+        .filter_map(|m| m.split_whitespace().nth(4)?.strip_prefix("/sys/fs/cgroup/"))
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        names.len(),
+        "a hierarchy mounted twice: {out}"
+    );
+    assert_eq!(sorted, JOINED, "foreign hierarchies mounted: {out}");
+    assert!(
+        !out.contains("WROTE"),
+        "a host cgroup file was written: {out}"
+    );
+    assert!(out.contains("done"), "{out}");
+    assert_eq!(
+        host_release_agents(),
+        before,
+        "a host release_agent changed"
+    );
+}

@@ -668,3 +668,170 @@ fn sigterm_to_foreground_run_reaches_the_container() {
     assert!(!b.sb.root().join(&b.id).exists(), "state left behind");
     assert!(!b.cgroup_dir("pids").exists(), "cgroup left behind");
 }
+
+/// `kiln ARGS` with every descriptor above 2 closed, so that nothing of the test's sits in the
+/// `--preserve-fds` range.
+fn kiln_with_nothing_open(b: &Bundle, args: &[&str]) -> Output {
+    let mut cmd = b.sb.kiln();
+    cmd.args(args).stdin(Stdio::null());
+    // SAFETY: the closure only calls close_range(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("spawn kiln")
+}
+
+/// `exec --preserve-fds N` with nothing open in 3..3+N: the exec helper's own descriptors
+/// there (its handles of the container's namespaces) must not reach the process.
+#[test]
+fn exec_preserve_fds_passes_none_of_the_helpers_descriptors() {
+    let c = writable_bundle(&["sleep", "100"]);
+    c.create();
+    c.ok(&["start", &c.id]);
+    let out = kiln_with_nothing_open(
+        &c,
+        &[
+            "exec",
+            "--preserve-fds",
+            "6",
+            &c.id,
+            "sh",
+            "-c",
+            "for f in 3 4 5 6 7 8; do readlink /proc/$$/fd/$f >/dev/null && echo has-$f; done; true",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exec failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("has-"),
+        "descriptors the caller did not pass reached the process: {stdout}"
+    );
+}
+
+/// systemd socket activation as runc does it: with `LISTEN_FDS=1` and `LISTEN_PID` naming kiln,
+/// fd 3 passes into the container (no `--preserve-fds` needed) with `LISTEN_FDS=1` and
+/// `LISTEN_PID=1`; with `LISTEN_PID` naming another process nothing passes.
+#[test]
+fn listen_fds_pass_like_runc() {
+    let b = writable_bundle(&[
+        "sh",
+        "-c",
+        "echo env=$LISTEN_FDS/$LISTEN_PID; echo socket >&3 && echo wrote",
+    ]);
+    b.write();
+    let sock = b.sb.dir.path().join("activated");
+    let bundle = b.dir.to_str().expect("utf8").to_string();
+    let run = |pid: &str, id: &str| {
+        // `exec` keeps the shell's pid, so `$$` is kiln's pid when asked.
+        let script = format!("exec 3>\"$0\"; LISTEN_FDS=1 LISTEN_PID={pid} exec \"$@\"");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .arg(&sock)
+            .arg(kiln_testkit::common::kiln_bin())
+            .args(["run", "--bundle", &bundle, id])
+            .env("KILN_STORE", b.sb.store())
+            .env("KILN_RUNTIME", b.sb.root())
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn sh");
+        let _ = b.kiln(&["delete", "--force", id]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run("$$", &format!("{}-a", b.id));
+    assert!(
+        out.contains("env=1/1") && out.contains("wrote"),
+        "activated: {out}"
+    );
+    assert_eq!(std::fs::read_to_string(&sock).expect("sock"), "socket\n");
+    let out = run("1", &format!("{}-b", b.id));
+    assert!(
+        out.contains("env=/") && !out.contains("wrote"),
+        "LISTEN_PID of another process: {out}"
+    );
+}
+
+/// A container that joins another's pid namespace is visible there while its init still has
+/// the host's root. Container A (root, default capabilities, no user namespace) scans its pid
+/// namespace and tries to read a host file through `/proc/<pid>/root` of every process, while
+/// container B (a user namespace of its own, joining A's pid namespace) is held mid-setup by a
+/// createRuntime hook. A's root owns B's user namespace (kiln made it), so only B's init being
+/// non-dumpable until it has pivoted keeps A (without CAP_SYS_PTRACE) out.
+#[test]
+fn a_create_joining_a_pid_namespace_is_not_reachable_before_it_pivots() {
+    let a = writable_bundle(&["sleep", "100"]);
+    a.create();
+    a.ok(&["start", &a.id]);
+    let a_pid = a.state()["pid"].as_i64().expect("pid");
+    let mut b = Bundle::new(&["true"]);
+    let secret_dir = b.sb.dir.path().join("host-secret");
+    std::fs::create_dir_all(&secret_dir).expect("dir");
+    let secret = secret_dir.join("secret");
+    std::fs::write(&secret, "HOST-SECRET").expect("secret");
+    let ns = b.config["linux"]["namespaces"].as_array_mut().expect("ns");
+    for n in ns.iter_mut() {
+        if n["type"] == "pid" {
+            n["path"] = json!(format!("/proc/{a_pid}/ns/pid"));
+        }
+    }
+    ns.push(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    // proc of a pid namespace the host's user namespace owns cannot be mounted from B's: B
+    // goes without (its setup then fails after the hook, which is all this test needs).
+    let mounts: Vec<_> = b.config["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter(|m| m["destination"] != "/proc")
+        .cloned()
+        .collect();
+    b.config["mounts"] = json!(mounts);
+    b.config["linux"]["maskedPaths"] = json!([]);
+    b.config["linux"]["readonlyPaths"] = json!([]);
+    let in_hook = b.sb.dir.path().join("in-hook");
+    let go = b.sb.dir.path().join("go");
+    let hook = format!(
+        "touch {}; i=0; while [ ! -e {} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done",
+        in_hook.display(),
+        go.display()
+    );
+    b.config["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]});
+    b.write();
+    let creating = std::thread::scope(|s| {
+        let creating = s.spawn(|| b.try_create(&b.id));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !in_hook.exists() && Instant::now() < deadline && !creating.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let scan = format!(
+            "for p in /proc/[0-9]*; do grep -q 'cre[a]te' $p/cmdline 2>/dev/null && echo SEEN; \
+             cat $p/root{} 2>/dev/null && echo GOT-$p; done; true",
+            secret.display()
+        );
+        let scanned = a.kiln(&["exec", &a.id, "sh", "-c", &scan]);
+        let _ = std::fs::write(&go, "");
+        let done = creating.join().expect("create thread");
+        (in_hook.exists(), scanned, done)
+    });
+    let (held, scanned, (_, err)) = creating;
+    assert!(held, "B never reached its createRuntime hook: {err}");
+    let out = String::from_utf8_lossy(&scanned.stdout);
+    assert!(
+        out.contains("SEEN"),
+        "B's init was not visible in A's pid namespace: {out} {}",
+        String::from_utf8_lossy(&scanned.stderr)
+    );
+    assert!(
+        !out.contains("HOST-SECRET") && !out.contains("GOT"),
+        "A read a host file through B's init: {out}"
+    );
+}

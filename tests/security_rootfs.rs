@@ -410,7 +410,10 @@ fn a_swapped_component_never_leaves_a_read_only_mount_writable() {
         let seen = mounts_of(pid);
         for (point, ro) in &seen {
             if point.starts_with("/mnt/") || point.starts_with("/ro/") {
-                assert!(*ro, "iteration {i}: {point} is mounted read-write: {seen:?}");
+                assert!(
+                    *ro,
+                    "iteration {i}: {point} is mounted read-write: {seen:?}"
+                );
             }
         }
         if let Some((_, ro)) = seen.iter().rev().find(|(p, _)| p == "/dev/shm") {
@@ -441,7 +444,10 @@ fn a_swapped_component_never_leaves_a_read_only_mount_writable() {
                 .expect_err(&format!("iteration {i}: {place} is writable"));
             assert_eq!(e.raw_os_error(), Some(nix::libc::EROFS), "{place}: {e}");
         }
-        assert!(found > 0, "iteration {i}: the bind mount is nowhere: {seen:?}");
+        assert!(
+            found > 0,
+            "iteration {i}: the bind mount is nowhere: {seen:?}"
+        );
         drop(guard);
         assert_eq!(
             std::fs::read_to_string(&payload).expect("payload"),
@@ -451,6 +457,9 @@ fn a_swapped_component_never_leaves_a_read_only_mount_writable() {
     }
     assert_eq!(host_mount_count(), mounts, "a mount was left behind");
     assert!(swaps > 1000, "the swappers barely ran ({swaps} swaps)");
-    assert!(created > 0, "no container was created in {iterations} iterations");
+    assert!(
+        created > 0,
+        "no container was created in {iterations} iterations"
+    );
     eprintln!("{created}/{iterations} created, {via_link} through the link, {swaps} swaps");
 }

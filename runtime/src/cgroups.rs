@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use kiln_util::wait::Deadline;
 
 use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::cpuacct::CpuAcctController;
@@ -268,16 +270,10 @@ impl ContainerCgroup {
 
     /// Removes the cgroup directories, retrying while exiting processes leave (up to `wait`).
     pub fn remove(&self, wait: Duration) -> Result<()> {
-        let deadline = Instant::now() + wait;
-        loop {
-            match self.cg.delete() {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(err(&self.key, "removing", e));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
-            }
-        }
+        kiln_util::wait::retry(Deadline::after(wait), Duration::from_millis(2), |_| {
+            self.cg.delete()
+        })
+        .map_err(|e| err(&self.key, "removing", e))
     }
 
     /// Resource usage as runc's `events --stats` reports it.

@@ -5,7 +5,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use kiln_util::wait::Deadline;
 
 use oci_spec::runtime::{Hook, Spec};
 
@@ -116,9 +118,9 @@ impl Runtime {
     /// Creates container `id` from the bundle at `bundle` (its config.json).
     pub fn create(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<Container> {
         let bundle = fs::canonicalize(bundle).at("resolving bundle", bundle)?;
-        let spec = load_spec(&bundle)?;
+        let (spec, opts) = socket_activation(load_spec(&bundle)?, opts);
         Ok(self
-            .create_from_spec(id, &bundle, &spec, opts, false)?
+            .create_from_spec(id, &bundle, &spec, &opts, false)?
             .container)
     }
 
@@ -184,11 +186,9 @@ impl Runtime {
         guard.cgroup = Some(cg);
 
         let fifo = dir.join(EXEC_FIFO);
-        let cfifo = sys::cpath(&fifo).at("mkfifo", &fifo)?;
-        // SAFETY: valid C string.
-        if unsafe { libc::mkfifo(cfifo.as_ptr(), 0o622) } != 0 {
-            return Err(std::io::Error::last_os_error()).at("mkfifo", &fifo);
-        }
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+            .map_err(std::io::Error::from)
+            .at("mkfifo", &fifo)?;
         if plan.new_userns {
             // The init opens the fifo as the container's root: give it to that user.
             let host = |m: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
@@ -223,9 +223,24 @@ impl Runtime {
         let create_runtime = hook_list(spec, |h| h.create_runtime());
         let runtime_hooks = !prestart.is_empty() || !create_runtime.is_empty();
 
+        let host_sys = crate::rootfs::host_sys_fallback(spec, &plan)?;
         let (parent_end, child_end) = sys::seqpacket_pair().step("socketpair")?;
         let joined = namespaces::parent_enter(&plan.parent_join)?;
-        let pid = sys::clone_fork(plan.clone_flags)?;
+        // Joining a pid namespace, the init is visible there from its first instruction, while
+        // its root is still the host's: it is born non-dumpable (dumpability is inherited), so
+        // nothing in that namespace can ptrace it or open its /proc files before it has pivoted.
+        let joins_pidns = plan
+            .parent_join
+            .iter()
+            .any(|j| j.flag == libc::CLONE_NEWPID);
+        if joins_pidns {
+            sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).step("prctl(PR_SET_DUMPABLE, 0)")?;
+        }
+        let pid = sys::clone_fork(plan.clone_flags);
+        if joins_pidns && !matches!(pid, Ok(0)) {
+            let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
+        }
+        let pid = pid?;
         if pid == 0 {
             // The flock belongs to the open file shared with the child: only the parent keeps it.
             drop(lock);
@@ -245,9 +260,12 @@ impl Runtime {
                 hook_state: st.oci_json(Status::Created),
                 keyring: (!opts.no_new_keyring).then(|| format!("_ses.{id}")),
                 preserve_fds: opts.preserve_fds,
+                host_sys: host_sys.as_ref(),
             });
         }
         guard.pid = Some(pid);
+        // The init holds its own reference: this is not the last one, so no RCU wait here.
+        drop(host_sys);
         drop(child_end);
         drop(console);
         joined.restore()?;
@@ -332,8 +350,8 @@ impl Runtime {
     /// and return its exit code. Detached, returns 0 once started.
     pub fn run(&self, id: &str, bundle: &Path, opts: &CreateOptions, detach: bool) -> Result<i32> {
         let bundle = fs::canonicalize(bundle).at("resolving bundle", bundle)?;
-        let spec = load_spec(&bundle)?;
-        self.run_spec(id, &bundle, &spec, opts, detach)
+        let (spec, opts) = socket_activation(load_spec(&bundle)?, opts);
+        self.run_spec(id, &bundle, &spec, &opts, detach)
     }
 
     /// `run` for a prepared spec (the library entry point for build steps and services).
@@ -361,6 +379,29 @@ impl Runtime {
         del?;
         Ok(code)
     }
+}
+
+/// systemd socket activation, as runc does: when kiln was started with `LISTEN_FDS=N` and
+/// `LISTEN_PID` naming kiln itself, descriptors 3..3+N pass into the container ahead of the
+/// `--preserve-fds` ones, and its process gets `LISTEN_FDS=N` and `LISTEN_PID=1`. Only for
+/// `create`/`run` of a bundle (not kiln's own containers, nor `exec`, as runc).
+fn socket_activation(mut spec: Spec, opts: &CreateOptions) -> (Spec, CreateOptions) {
+    let mut opts = opts.clone();
+    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+    let n = match (var("LISTEN_FDS"), var("LISTEN_PID")) {
+        (Some(n), Some(pid)) if n > 0 && pid == std::process::id() => n,
+        _ => return (spec, opts),
+    };
+    opts.preserve_fds = opts.preserve_fds.saturating_add(n);
+    if let Some(mut p) = spec.process().clone() {
+        let mut env = p.env().clone().unwrap_or_default();
+        env.retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
+        env.push(format!("LISTEN_FDS={n}"));
+        env.push("LISTEN_PID=1".to_string());
+        p.set_env(Some(env));
+        spec.set_process(Some(p));
+    }
+    (spec, opts)
 }
 
 /// Waits for a foreground process (proxying its pty, forwarding signals when asked); returns
@@ -609,15 +650,10 @@ impl Container {
 
     /// Waits until the init is gone (reaping it if it is our child) or a zombie of someone else.
     fn wait_gone(&self) {
-        let deadline = Instant::now() + REAP_WAIT;
-        while Instant::now() < deadline {
+        kiln_util::wait::until(Deadline::after(REAP_WAIT), Duration::from_millis(1), || {
             let _ = sys::waitpid(self.state.pid, libc::WNOHANG);
-            match sys::proc_start_time(self.state.pid) {
-                Some((s, false)) if s == self.state.pid_start => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                _ => return,
-            }
-        }
+            !matches!(sys::proc_start_time(self.state.pid),
+                    Some((s, false)) if s == self.state.pid_start)
+        });
     }
 }

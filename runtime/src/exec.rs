@@ -270,6 +270,5 @@ fn helper_main(
     }
     let exe = p.resolve_exe()?;
     p.finalize_identity()?;
-    process::pass_preserved_fds(x.preserve_fds, &own)?;
     Err(p.exec(&exe))
 }

@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use kiln_util::wait::Deadline;
 
 use oci_spec::runtime::Hook;
 
@@ -45,26 +47,34 @@ fn run_one(kind: &'static str, h: &Hook, input: &[u8]) -> Result<()> {
     let deadline = h
         .timeout()
         .filter(|t| *t > 0)
-        .map(|t| Instant::now() + Duration::from_secs(t as u64));
+        .map(|t| Deadline::after(Duration::from_secs(t.unsigned_abs())));
     let status = match deadline {
         None => child.wait().map_err(|e| fail(format!("waiting: {e}")))?,
-        Some(deadline) => loop {
-            if let Some(s) = child
-                .try_wait()
-                .map_err(|e| fail(format!("waiting: {e}")))?
-            {
-                break s;
+        Some(deadline) => {
+            let mut status = None;
+            let mut failed = None;
+            kiln_util::wait::until(deadline, Duration::from_millis(5), || {
+                match child.try_wait() {
+                    Ok(s) => status = s,
+                    Err(e) => failed = Some(e),
+                }
+                status.is_some() || failed.is_some()
+            });
+            if let Some(e) = failed {
+                return Err(fail(format!("waiting: {e}")));
             }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(format!(
-                    "timed out after {}s and was killed",
-                    h.timeout().unwrap_or(0)
-                )));
+            match status {
+                Some(s) => s,
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(fail(format!(
+                        "timed out after {}s and was killed",
+                        h.timeout().unwrap_or(0)
+                    )));
+                }
             }
-            std::thread::sleep(Duration::from_millis(5));
-        },
+        }
     };
     if status.success() {
         Ok(())

@@ -45,6 +45,9 @@ pub struct InitArgs<'a> {
     pub keyring: Option<String>,
     /// How many descriptors from 3 up pass into the container process (`--preserve-fds`).
     pub preserve_fds: u32,
+    /// The host's sysfs alone, detached with the config's flags, for a user namespace that
+    /// cannot mount its own (see [`rootfs::host_sys_fallback`]).
+    pub host_sys: Option<&'a OwnedFd>,
 }
 
 /// Runs the init; never returns (exits or execs). Errors are sent to the parent.
@@ -88,10 +91,17 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
             .any(|j| j.flag == libc::CLONE_NEWUSER);
     if !userns {
         // Nobody may ptrace or open /proc/<pid>/{root,cwd,fd,exe} of the init before it is the
-        // user process (exec makes it dumpable again). With a user namespace it must stay
-        // dumpable: its own /proc files would otherwise belong to the host's root.
+        // user process (exec makes it dumpable again). With a user namespace it stays dumpable:
+        // its own /proc files would otherwise belong to the host's root. Joining a pid
+        // namespace, it is born non-dumpable (see `create_from_spec`) and stays so until its
+        // root is the container's.
         sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).step("prctl(PR_SET_DUMPABLE, 0)")?;
     }
+    let joined_pidns = a
+        .plan
+        .parent_join
+        .iter()
+        .any(|j| j.flag == libc::CLONE_NEWPID);
     expect(&a.chan, Msg::Go)?;
     if a.plan.new_userns {
         become_root()?;
@@ -99,10 +109,14 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
     crate::namespaces::child_enter(&a.plan.child_join)?;
     // Nothing the caller leaked (a host directory, a socket) may reach the container: from here
     // on the init holds only stdio, the preserved fds and its own close-on-exec descriptors.
-    let own: Vec<RawFd> = [Some(a.chan.0.as_raw_fd()), a.console]
-        .into_iter()
-        .flatten()
-        .collect();
+    let own: Vec<RawFd> = [
+        Some(a.chan.0.as_raw_fd()),
+        a.console,
+        a.host_sys.map(AsRawFd::as_raw_fd),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     process::close_leaked_fds(a.preserve_fds, &own)?;
     if let Some(name) = &a.keyring {
         sys::join_session_keyring(name).step(format!("joining session keyring {name}"))?;
@@ -133,6 +147,7 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
             bundle: a.bundle,
             cgroup: a.cgroup,
             userns,
+            host_sys: std::cell::Cell::new(a.host_sys),
         };
         for m in mounts {
             rootfs::mount_one(m, &ctx)?;
@@ -185,6 +200,10 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
     } else {
         sys::chroot(a.rootfs).at("chroot", a.rootfs)?;
         std::env::set_current_dir("/").at("chdir", "/")?;
+    }
+    if userns && joined_pidns {
+        // The root is the container's now: /proc/<pid>/root no longer leads to the host's.
+        sys::prctl(libc::PR_SET_DUMPABLE, 1, 0).step("prctl(PR_SET_DUMPABLE, 1)")?;
     }
 
     if a.plan.clone_flags & libc::CLONE_NEWNET != 0 {
@@ -244,35 +263,27 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
         hooks_of(spec, |h| h.start_container()),
         &state,
     )?;
-    let b = [b'0'];
-    // SAFETY: writing one byte from a live buffer.
-    if unsafe { libc::write(released.as_raw_fd(), b.as_ptr().cast(), 1) } != 1 {
-        return Err(std::io::Error::last_os_error()).step("writing exec fifo");
+    if nix::unistd::write(&released, b"0")
+        .map_err(std::io::Error::from)
+        .step("writing exec fifo")?
+        != 1
+    {
+        return Err(Error::Init("short write to the exec fifo".into()));
     }
     a.process.finalize_identity()?;
-    let own: Vec<RawFd> = [
-        Some(a.chan.0.as_raw_fd()),
-        Some(released.as_raw_fd()),
-        a.console,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    process::pass_preserved_fds(a.preserve_fds, &own)?;
     Err(a.process.exec(&exe))
 }
 
 /// setresgid/setresuid to root of the new user namespace (mapped by the parent by now).
 fn become_root() -> Result<()> {
-    // SAFETY: plain syscall with integer arguments.
-    if unsafe { libc::setresgid(0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error()).step("setresgid(0) in the new user namespace");
-    }
-    // SAFETY: plain syscall with integer arguments.
-    if unsafe { libc::setresuid(0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error()).step("setresuid(0) in the new user namespace");
-    }
-    Ok(())
+    use nix::unistd::{setresgid, setresuid, Gid, Uid};
+    let (root, group) = (Uid::from_raw(0), Gid::from_raw(0));
+    setresgid(group, group, group)
+        .map_err(std::io::Error::from)
+        .step("setresgid(0) in the new user namespace")?;
+    setresuid(root, root, root)
+        .map_err(std::io::Error::from)
+        .step("setresuid(0) in the new user namespace")
 }
 
 /// Hands the pty master to the console socket, or to the parent (foreground `run`).

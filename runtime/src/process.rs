@@ -278,24 +278,23 @@ impl Prepared {
     }
 
     fn set_ids(&self) -> Result<()> {
-        let groups: Vec<libc::gid_t> = self.groups.clone();
-        // SAFETY: pointer and length describe `groups`.
-        if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
-            let e = std::io::Error::last_os_error();
+        use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+        let groups: Vec<Gid> = self.groups.iter().copied().map(Gid::from_raw).collect();
+        match setgroups(&groups) {
             // In a user namespace with setgroups denied, an empty list is the only option.
-            if !(groups.is_empty() && e.raw_os_error() == Some(libc::EPERM)) {
-                return Err(e).step(format!("setgroups({:?})", self.groups));
-            }
+            Err(nix::errno::Errno::EPERM) if groups.is_empty() => {}
+            r => r
+                .map_err(std::io::Error::from)
+                .step(format!("setgroups({:?})", self.groups))?,
         }
-        // SAFETY: plain syscalls.
-        if unsafe { libc::setresgid(self.gid, self.gid, self.gid) } != 0 {
-            return Err(std::io::Error::last_os_error()).step(format!("setresgid({})", self.gid));
-        }
-        // SAFETY: plain syscall.
-        if unsafe { libc::setresuid(self.uid, self.uid, self.uid) } != 0 {
-            return Err(std::io::Error::last_os_error()).step(format!("setresuid({})", self.uid));
-        }
-        Ok(())
+        let gid = Gid::from_raw(self.gid);
+        setresgid(gid, gid, gid)
+            .map_err(std::io::Error::from)
+            .step(format!("setresgid({})", self.gid))?;
+        let uid = Uid::from_raw(self.uid);
+        setresuid(uid, uid, uid)
+            .map_err(std::io::Error::from)
+            .step(format!("setresuid({})", self.uid))
     }
 
     /// Replaces the process image; returns only with the error.
@@ -311,19 +310,13 @@ impl Prepared {
 
 /// Closes every descriptor above 2 + `preserve` (the `--preserve-fds` range 3..3+preserve stays)
 /// except `own`, the setup process's own close-on-exec descriptors.
+///
+/// What passes into the container process is the caller's descriptors in 3..3+preserve: they
+/// came into kiln without close-on-exec. kiln's own descriptors that landed in the range (the
+/// exec helper's handles of the container's namespaces when the caller left it empty, the
+/// sync socket) are all close-on-exec and close at the exec: none is made inheritable.
 pub fn close_leaked_fds(preserve: u32, own: &[RawFd]) -> Result<()> {
     crate::sys::close_fds_from(first_closed(preserve)?, own).step("closing inherited descriptors")
-}
-
-/// Clears close-on-exec on the preserved descriptors 3..3+`preserve` that are open and not in
-/// `own`, so that exactly those pass into the container process.
-pub fn pass_preserved_fds(preserve: u32, own: &[RawFd]) -> Result<()> {
-    for fd in 3..first_closed(preserve)? {
-        if !own.contains(&fd) && crate::sys::fd_is_open(fd) {
-            crate::sys::clear_cloexec(fd).step(format!("passing preserved fd {fd}"))?;
-        }
-    }
-    Ok(())
 }
 
 fn first_closed(preserve: u32) -> Result<RawFd> {

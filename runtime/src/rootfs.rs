@@ -3,8 +3,9 @@
 
 mod inroot;
 
-use std::ffi::OsStr;
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -133,6 +134,45 @@ pub struct MountCtx<'a> {
     pub cgroup: Option<&'a str>,
     /// Whether the container has its own user namespace.
     pub userns: bool,
+    /// The detached host sysfs from [`host_sys_fallback`], taken by the first `sysfs` mount
+    /// that cannot be made.
+    pub host_sys: std::cell::Cell<Option<&'a OwnedFd>>,
+}
+
+/// A user namespace without its own network namespace (or in one it does not own) cannot
+/// mount sysfs: the host's is bound in its place, as runc does. Made here, by the runtime in
+/// the host's mount namespace, as a detached copy of the sysfs mount alone with the flags of
+/// the config's `sysfs` mount: none of the host's mounts under /sys (its cgroup hierarchy
+/// roots, securityfs, debugfs ...) comes along, as they would in a recursive bind made inside
+/// the container's namespace, where they are locked to /sys and only covered by later mounts.
+pub(crate) fn host_sys_fallback(
+    spec: &oci_spec::runtime::Spec,
+    plan: &crate::namespaces::Plan,
+) -> Result<Option<OwnedFd>> {
+    let joins_userns = plan
+        .child_join
+        .iter()
+        .any(|j| j.flag == libc::CLONE_NEWUSER);
+    let own_netns = plan.new_userns && plan.clone_flags & libc::CLONE_NEWNET != 0;
+    if !(plan.new_userns || joins_userns) || own_netns {
+        return Ok(None);
+    }
+    let Some(m) = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| m.typ().as_deref() == Some("sysfs"))
+    else {
+        return Ok(None);
+    };
+    let o = parse_options(m.options().as_deref().unwrap_or(&[]));
+    let host = Path::new("/sys");
+    let src = sys::open(host, libc::O_PATH | libc::O_CLOEXEC, 0).at("opening", host)?;
+    let tree = kiln_util::mount::clone_tree(&src, false).at("copying the mount of", host)?;
+    let (set, clr) = kiln_util::mount::attrs_of_flags(o.flags);
+    kiln_util::mount::set_attrs(&tree, false, set, clr)
+        .at("setting the flags of the copy of", host)?;
+    Ok(Some(tree))
 }
 
 /// mount(2) onto the file an fd holds (through `/proc/self/fd/N`, as runc does); errors name
@@ -156,9 +196,17 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
     let o = parse_options(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
     let bind = o.bind || typ == "bind";
-    let data = o.data.join(",");
-    let data = (!data.is_empty()).then_some(data.as_str());
-    if bind {
+    let mounted = if o.flags & libc::MS_REMOUNT != 0 {
+        // A remount changes the mount already at `dest` (an earlier entry's): the fd resolved
+        // here is that mount's root, and stays the fd it is changed through.
+        let target = root.resolve(dest, OFlag::O_PATH)?;
+        let data = o.data.join(",");
+        let data = (!data.is_empty()).then_some(data.as_str());
+        let src = m.source().as_deref();
+        let fstype = (!typ.is_empty() && typ != "bind").then_some(typ);
+        mount_on(src, &target, fstype, o.flags, data, "remounting", dest)?;
+        target
+    } else if bind {
         let src = m.source().as_ref().ok_or_else(|| {
             Error::Config(format!("bind mount {:?} has no source", m.destination()))
         })?;
@@ -193,12 +241,16 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
                 .at("setting the flags of bind mount", dest)?;
         }
         kiln_util::mount::attach(&tree, &target).at(shown, dest)?;
+        tree
     } else if typ == "cgroup" {
-        mount_cgroup_view(&root, dest, &o, ctx)?;
+        mount_cgroup_view(&root, dest, &o, ctx)?
     } else {
         let target = root.mkdir_all(dest)?;
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-        let r = sys::mount(Some(&src), &fd_path(&target), Some(typ), o.flags, data);
+        let r = new_mount(typ, &src, &o).and_then(|fs| {
+            kiln_util::mount::attach(&fs, &target)?;
+            Ok(fs)
+        });
         match r {
             // mqueue and sysfs can be refused in a user namespace: bind the host's instead.
             Err(e)
@@ -207,6 +259,11 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
                     && (typ == "sysfs" || typ == "mqueue") =>
             {
                 let host = if typ == "sysfs" {
+                    if let Some(sysfs) = ctx.host_sys.take() {
+                        kiln_util::mount::attach(sysfs, &target)
+                            .at("bind-mounting host /sys on", dest)?;
+                        return set_propagations(sysfs, &o, dest);
+                    }
                     "/sys"
                 } else {
                     "/dev/mqueue"
@@ -221,25 +278,54 @@ pub fn mount_one(m: &Mount, ctx: &MountCtx) -> Result<()> {
                 kiln_util::mount::set_attrs(&tree, true, set, clr)
                     .at(format!("setting the flags of host {host} on"), dest)?;
                 kiln_util::mount::attach(&tree, &target).at(shown, dest)?;
+                tree
             }
             r => r.at(format!("mounting {typ} on"), dest)?,
         }
-    }
-    if !o.propagation.is_empty() {
-        let mounted = root.resolve(dest, OFlag::O_PATH)?;
-        for p in &o.propagation {
-            mount_on(
-                None,
-                &mounted,
-                None,
-                *p,
-                None,
-                "setting propagation of",
-                dest,
-            )?;
-        }
+    };
+    set_propagations(&mounted, &o, dest)
+}
+
+/// Applies the mount's propagation options, in order, to the mount at `mounted` (the fd of the
+/// attached mount itself: no lookup of `dest` again).
+fn set_propagations(mounted: &OwnedFd, o: &MountOpts, dest: &Path) -> Result<()> {
+    for p in &o.propagation {
+        kiln_util::mount::set_propagation(mounted, p & libc::MS_REC != 0, p & !libc::MS_REC)
+            .at("setting propagation of", dest)?;
     }
     Ok(())
+}
+
+/// Superblock flags of `MS_*` mount flags, as `fsconfig` flag names.
+const SB_FLAGS: &[(libc::c_ulong, &CStr)] = &[
+    (libc::MS_RDONLY, c"ro"),
+    (libc::MS_SYNCHRONOUS, c"sync"),
+    (libc::MS_DIRSYNC, c"dirsync"),
+    (libc::MS_LAZYTIME, c"lazytime"),
+];
+
+/// A new, detached mount of filesystem `typ` from `src` with the mount's options and flags,
+/// made with fsopen/fsconfig/fsmount (as mount(2) does inside the kernel, one option at a
+/// time); attached by the caller, and named by the returned fd from then on.
+fn new_mount(typ: &str, src: &Path, o: &MountOpts) -> std::io::Result<OwnedFd> {
+    let cstr =
+        |b: &[u8]| CString::new(b).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL));
+    let fs = kiln_util::mount::fs_open(&cstr(typ.as_bytes())?)?;
+    kiln_util::mount::fs_set(&fs, c"source", Some(&cstr(src.as_os_str().as_bytes())?))?;
+    for opt in &o.data {
+        match opt.split_once('=') {
+            Some((k, v)) => {
+                kiln_util::mount::fs_set(&fs, &cstr(k.as_bytes())?, Some(&cstr(v.as_bytes())?))?
+            }
+            None => kiln_util::mount::fs_set(&fs, &cstr(opt.as_bytes())?, None)?,
+        }
+    }
+    for (flag, name) in SB_FLAGS {
+        if o.flags & flag != 0 {
+            kiln_util::mount::fs_set(&fs, name, None)?;
+        }
+    }
+    kiln_util::mount::fs_mount(&fs, kiln_util::mount::attrs_of_flags(o.flags).0)
 }
 
 /// Flags of the mount an fd is on that an unprivileged remount may not clear.
@@ -277,23 +363,22 @@ fn open_child_dir(dir: &OwnedFd, name: &OsStr) -> nix::Result<OwnedFd> {
 
 /// The `cgroup` mount: a tmpfs holding [`crate::cgroups::view`] (each hierarchy's own cgroup
 /// of the container, bound under its name), the cgroups read-only unless the mount asks rw,
-/// the tmpfs read-only always (nothing may be added beside the hierarchies).
-fn mount_cgroup_view(root: &Root, dest: &Path, o: &MountOpts, ctx: &MountCtx) -> Result<()> {
+/// the tmpfs read-only always (nothing may be added beside the hierarchies). The tmpfs and each
+/// bind are made detached and changed through their own fds: `dest` is looked up once.
+fn mount_cgroup_view(root: &Root, dest: &Path, o: &MountOpts, ctx: &MountCtx) -> Result<OwnedFd> {
+    use kiln_util::mount::{attach, attrs_of_flags, clone_tree, set_attrs, ATTR_RDONLY};
     let view = crate::cgroups::view(ctx.cgroup)?;
     let target = root.mkdir_all(dest)?;
     let ro = o.flags & libc::MS_RDONLY;
     let base = o.flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
-    mount_on(
-        Some(Path::new("tmpfs")),
-        &target,
-        Some("tmpfs"),
-        base,
-        Some("mode=755"),
-        "mounting tmpfs for cgroups on",
-        dest,
-    )?;
-    // The fd taken before the mount points beneath it: open the new tmpfs.
-    let tmpfs = root.resolve(dest, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    let tmpfs = (|| {
+        let fs = kiln_util::mount::fs_open(c"tmpfs")?;
+        kiln_util::mount::fs_set(&fs, c"mode", Some(c"755"))?;
+        let tmpfs = kiln_util::mount::fs_mount(&fs, attrs_of_flags(base).0)?;
+        attach(&tmpfs, &target)?;
+        Ok(tmpfs)
+    })()
+    .at("mounting tmpfs for cgroups on", dest)?;
     for (name, src) in &view.dirs {
         let shown = dest.join(name);
         match mkdirat(
@@ -309,43 +394,21 @@ fn mount_cgroup_view(root: &Root, dest: &Path, o: &MountOpts, ctx: &MountCtx) ->
         let point = open_child_dir(&tmpfs, name)
             .map_err(std::io::Error::from)
             .at("opening cgroup mount point", &shown)?;
-        mount_on(
-            Some(src),
-            &point,
-            None,
-            libc::MS_BIND,
-            None,
-            format!("bind-mounting cgroup {} on", src.display()),
-            &shown,
-        )?;
-        let mounted = open_child_dir(&tmpfs, name)
-            .map_err(std::io::Error::from)
-            .at("opening cgroup mount", &shown)?;
-        let fixed = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        mount_on(
-            None,
-            &mounted,
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | fixed | ro,
-            None,
-            "remounting cgroup mount",
-            &shown,
-        )?;
+        let step = format!("bind-mounting cgroup {} on", src.display());
+        let src_fd = sys::open(src, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)
+            .at("opening cgroup", src)?;
+        let tree = clone_tree(&src_fd, false).at(step.clone(), &shown)?;
+        let (set, clr) = attrs_of_flags(libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | ro);
+        set_attrs(&tree, false, set, clr).at("setting the flags of cgroup mount", &shown)?;
+        attach(&tree, &point).at(step, &shown)?;
     }
     for (alias, link) in &view.aliases {
         symlinkat(link.as_path(), tmpfs.as_fd(), alias.as_os_str())
             .map_err(std::io::Error::from)
             .at("creating cgroup alias", dest.join(alias))?;
     }
-    mount_on(
-        None,
-        &tmpfs,
-        None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | base,
-        Some("mode=755"),
-        "remounting cgroup tmpfs read-only",
-        dest,
-    )
+    set_attrs(&tmpfs, false, ATTR_RDONLY, 0).at("making the cgroup tmpfs read-only", dest)?;
+    Ok(tmpfs)
 }
 
 /// The default devices every container gets: (name, major, minor).

@@ -9,80 +9,40 @@
 //! new mount API is missing, kiln copies itself into a sealed memfd instead (runc 1.1). The
 //! runtime refuses to clone ([`check`]) from a process whose exe is still writable.
 
-use std::ffi::{CStr, CString, OsString};
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{FcntlArg, OFlag, SealFlag};
+use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
 
 /// The environment variable naming the host path of the kiln binary after the re-exec.
 pub const HOST_EXE_ENV: &str = "_KILN_HOST_EXE";
 
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
-const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+/// The environment variable naming the pid of the child that holds the sealed copy's mount
+/// fds across the re-exec (see [`reap_closer`]).
+const CLOSER_ENV: &str = "_KILN_SEAL_CLOSER";
 /// Seals that make a memfd immutable.
-const SEALS: libc::c_int =
-    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+const SEALS: SealFlag = SealFlag::F_SEAL_SEAL
+    .union(SealFlag::F_SEAL_SHRINK)
+    .union(SealFlag::F_SEAL_GROW)
+    .union(SealFlag::F_SEAL_WRITE);
 
 fn cstring(s: &[u8]) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn owned(rc: libc::c_long) -> io::Result<OwnedFd> {
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `rc` is a descriptor the kernel just returned to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
-}
-
-fn fsopen(fstype: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: fsopen(2) with a valid C string and flags.
-    owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
-}
-
-fn fsconfig(
-    fs: &OwnedFd,
-    cmd: libc::c_uint,
-    key: Option<&CStr>,
-    value: Option<&CStr>,
-) -> io::Result<()> {
-    let p = |c: Option<&CStr>| c.map_or(std::ptr::null(), CStr::as_ptr);
-    // SAFETY: fsconfig(2) on our fs context with NULL or valid C strings.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            cmd,
-            p(key),
-            p(value),
-            0 as libc::c_int,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn fsmount(fs: &OwnedFd, attrs: libc::c_uint) -> io::Result<OwnedFd> {
-    // SAFETY: fsmount(2) on a created fs context; the result is a new mount fd.
-    owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
-}
-
-/// Opens kiln's binary through a fresh, detached, read-only overlayfs mount of its directory.
-fn overlay_copy(exe: &Path) -> io::Result<OwnedFd> {
+/// Opens kiln's binary through a fresh, detached, read-only overlayfs mount of its directory;
+/// also returns the two detached mounts' fds (closing them dissolves the mounts, which waits an
+/// RCU grace period: [`ensure`] leaves that to a child).
+fn overlay_copy(exe: &Path) -> io::Result<(OwnedFd, [OwnedFd; 2])> {
+    use kiln_util::mount::{fs_mount, fs_open, fs_set, ATTR_NODEV, ATTR_NOSUID, ATTR_RDONLY};
     let dir = exe
         .parent()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -90,98 +50,91 @@ fn overlay_copy(exe: &Path) -> io::Result<OwnedFd> {
         .file_name()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     // overlayfs without an upper layer needs two lower layers: the second is an empty tmpfs.
-    let tmpfs = fsopen(c"tmpfs")?;
-    fsconfig(&tmpfs, FSCONFIG_CMD_CREATE, None, None)?;
-    let empty = fsmount(&tmpfs, MOUNT_ATTR_RDONLY)?;
-    let ovl = fsopen(c"overlay")?;
+    let empty = fs_mount(&fs_open(c"tmpfs")?, ATTR_RDONLY)?;
+    let ovl = fs_open(c"overlay")?;
     let lower = cstring(dir.as_os_str().as_bytes())?;
-    fsconfig(&ovl, FSCONFIG_SET_STRING, Some(c"lowerdir+"), Some(&lower))?;
+    fs_set(&ovl, c"lowerdir+", Some(&lower))?;
     let empty_path = cstring(format!("/proc/self/fd/{}", empty.as_raw_fd()).as_bytes())?;
-    fsconfig(
-        &ovl,
-        FSCONFIG_SET_STRING,
-        Some(c"lowerdir+"),
-        Some(&empty_path),
-    )?;
-    fsconfig(&ovl, FSCONFIG_SET_FLAG, Some(c"ro"), None)?;
-    fsconfig(&ovl, FSCONFIG_CMD_CREATE, None, None)?;
-    let mnt = fsmount(
-        &ovl,
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-    )?;
+    fs_set(&ovl, c"lowerdir+", Some(&empty_path))?;
+    fs_set(&ovl, c"ro", None)?;
+    let mnt = fs_mount(&ovl, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV)?;
     let name = cstring(name.as_bytes())?;
-    // SAFETY: openat(2) relative to our mount fd with a valid C string.
-    owned(unsafe {
-        libc::openat(
-            mnt.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_PATH | libc::O_CLOEXEC,
-        )
-        .into()
-    })
+    let file = nix::fcntl::openat(
+        mnt.as_fd(),
+        name.as_c_str(),
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok((file, [mnt, empty]))
+}
+
+/// Hands `mounts` to a child that closes them once this process has exec'd (its end of a
+/// close-on-exec pipe is gone), so the RCU wait of dissolving them is not on kiln's way.
+/// Returns the child's pid and the pipe end to keep until the exec; `None` (the mounts are
+/// closed here) when the process has other threads and must not fork.
+fn spawn_closer(mounts: [OwnedFd; 2]) -> Option<(libc::pid_t, OwnedFd)> {
+    if crate::sys::thread_count().ok() != Some(1) {
+        return None;
+    }
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ok()?;
+    // SAFETY: the process is single-threaded (checked above), so the child holds no lock of
+    // another thread; it only closes descriptors, reads a pipe and exits, without allocating.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let keep = [mounts[0].as_raw_fd(), mounts[1].as_raw_fd(), r.as_raw_fd()];
+            // Nothing else of the caller's (a pipe it waits on for EOF) stays open here.
+            let _ = crate::sys::close_fds_from(0, &keep);
+            let mut b = [0u8; 1];
+            // EOF: the parent exec'd (or gave up and closed its end).
+            let _ = nix::unistd::read(&r, &mut b);
+            drop(mounts);
+            crate::sys::exit_now(0)
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => Some((child.as_raw(), w)),
+        Err(_) => None,
+    }
+}
+
+/// Reaps the child that closed the sealed copy's mounts after the re-exec (its pid comes in
+/// the environment); kiln calls it before it exits. Waiting for a pid that is not a child of
+/// this process returns at once.
+pub fn reap_closer() {
+    let Some(pid) = std::env::var(CLOSER_ENV)
+        .ok()
+        .and_then(|p| p.parse::<libc::pid_t>().ok())
+    else {
+        return;
+    };
+    let _ = crate::sys::waitpid(pid, 0);
 }
 
 /// Copies the running binary into a memfd and seals it against any change.
 fn memfd_copy() -> io::Result<OwnedFd> {
-    let src = File::open("/proc/self/exe")?;
-    let len = src.metadata()?.len();
-    // SAFETY: memfd_create(2) with a valid C string and flags.
-    let fd = owned(unsafe {
-        libc::memfd_create(
-            c"kiln".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-        .into()
-    })?;
-    let mut copied = 0u64;
-    while copied < len {
-        // SAFETY: sendfile(2) between two fds we hold; the kernel advances the file offsets.
-        let n = unsafe {
-            libc::sendfile(
-                fd.as_raw_fd(),
-                src.as_raw_fd(),
-                std::ptr::null_mut(),
-                (len - copied) as usize,
-            )
-        };
-        match n {
-            n if n > 0 => copied += n as u64,
-            0 => return Err(io::Error::from_raw_os_error(libc::EIO)),
-            _ => return Err(io::Error::last_os_error()),
-        }
-    }
-    // SAFETY: fcntl(2) adding seals to our memfd.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let mut src = File::open("/proc/self/exe")?;
+    let fd = memfd_create(c"kiln", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let mut dst = File::from(fd);
+    // std copies file to file inside the kernel (copy_file_range / sendfile).
+    io::copy(&mut src, &mut dst)?;
+    nix::fcntl::fcntl(&dst, FcntlArg::F_ADD_SEALS(SEALS))?;
+    Ok(OwnedFd::from(dst))
 }
 
 /// Whether the running binary cannot be written through `/proc/self/exe`: a fully sealed
 /// memfd or a file on a read-only overlayfs superblock.
 pub fn is_sealed() -> bool {
+    use nix::sys::statfs::{fstatfs, OVERLAYFS_SUPER_MAGIC};
+    use nix::sys::statvfs::{fstatvfs, FsFlags};
     let Ok(f) = File::open("/proc/self/exe") else {
         return false;
     };
-    // SAFETY: F_GET_SEALS on an fd we hold; it takes no argument.
-    let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
-    if seals >= 0 && seals & SEALS == SEALS {
+    if nix::fcntl::fcntl(&f, FcntlArg::F_GET_SEALS)
+        .is_ok_and(|s| SealFlag::from_bits_truncate(s).contains(SEALS))
+    {
         return true;
     }
-    // SAFETY: an all-zero statfs is a valid out buffer.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: fstatfs(2) fills `st` for an fd we hold.
-    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } != 0 {
-        return false;
-    }
-    if st.f_type != libc::OVERLAYFS_SUPER_MAGIC {
-        return false;
-    }
-    // SAFETY: an all-zero statvfs is a valid out buffer.
-    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: fstatvfs(3) fills `vfs` for an fd we hold.
-    let rc = unsafe { libc::fstatvfs(f.as_raw_fd(), &mut vfs) };
-    rc == 0 && vfs.f_flag & libc::ST_RDONLY != 0
+    fstatfs(&f).is_ok_and(|st| st.filesystem_type() == OVERLAYFS_SUPER_MAGIC)
+        && fstatvfs(&f).is_ok_and(|v| v.flags().contains(FsFlags::ST_RDONLY))
 }
 
 /// Fails with a typed error unless the running binary is sealed (see [`ensure`]).
@@ -213,16 +166,17 @@ pub fn ensure() -> Result<()> {
         errno: e,
     };
     let exe = std::fs::read_link("/proc/self/exe").map_err(fail)?;
-    let fd = match overlay_copy(&exe) {
-        Ok(fd) if same_file(&fd, &exe) => fd,
-        _ => memfd_copy().map_err(fail)?,
+    let (fd, mounts) = match overlay_copy(&exe) {
+        Ok((fd, mounts)) if same_file(&fd, &exe) => (fd, Some(mounts)),
+        _ => (memfd_copy().map_err(fail)?, None),
     };
+    let closer = mounts.and_then(spawn_closer);
     let argv: Vec<CString> = std::env::args_os()
         .map(|a| cstring(a.as_bytes()))
         .collect::<io::Result<_>>()
         .map_err(fail)?;
     let mut envp: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| k != HOST_EXE_ENV)
+        .filter(|(k, _)| k != HOST_EXE_ENV && k != CLOSER_ENV)
         .map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
@@ -234,7 +188,15 @@ pub fn ensure() -> Result<()> {
     let mut host = OsString::from(format!("{HOST_EXE_ENV}=")).into_vec();
     host.extend(exe.as_os_str().as_bytes());
     envp.push(cstring(&host).map_err(fail)?);
-    Err(fail(crate::sys::execveat_fd(&fd, &argv, &envp)))
+    if let Some((pid, _)) = &closer {
+        envp.push(cstring(format!("{CLOSER_ENV}={pid}").as_bytes()).map_err(fail)?);
+    }
+    let e = crate::sys::execveat_fd(&fd, &argv, &envp);
+    if let Some((pid, pipe)) = closer {
+        drop(pipe);
+        let _ = crate::sys::waitpid(pid, 0);
+    }
+    Err(fail(e))
 }
 
 /// Whether `fd` (the copy) is the same binary as `exe` (size and modification time).

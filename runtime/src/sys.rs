@@ -2,7 +2,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -22,7 +22,7 @@ pub fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// mount(2); `None` arguments are passed as NULL.
+/// mount(2) through nix; `None` arguments are passed as NULL.
 pub fn mount(
     src: Option<&Path>,
     target: &Path,
@@ -30,66 +30,46 @@ pub fn mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> io::Result<()> {
-    let src = src.map(cpath).transpose()?;
-    let target = cpath(target)?;
-    let fstype = fstype
-        .map(|s| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
-        .transpose()?;
-    let data = data
-        .map(|s| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
-        .transpose()?;
-    let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            p(&src),
-            target.as_ptr(),
-            p(&fstype),
-            flags,
-            p(&data).cast::<libc::c_void>(),
-        )
-    };
-    check(rc.into()).map(drop)
+    let flags = nix::mount::MsFlags::from_bits_retain(flags);
+    Ok(nix::mount::mount(src, target, fstype, flags, data)?)
 }
 
 /// umount2(2).
 pub fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
-    let t = cpath(target)?;
-    // SAFETY: `t` is a valid C string.
-    check(unsafe { libc::umount2(t.as_ptr(), flags) }.into()).map(drop)
+    Ok(nix::mount::umount2(
+        target,
+        nix::mount::MntFlags::from_bits_retain(flags),
+    )?)
 }
 
 /// pivot_root(2).
 pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
-    let n = cpath(new_root)?;
-    let o = cpath(put_old)?;
-    // SAFETY: both arguments are valid C strings.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) }).map(drop)
+    Ok(nix::unistd::pivot_root(new_root, put_old)?)
 }
 
 /// chroot(2).
 pub fn chroot(p: &Path) -> io::Result<()> {
-    let c = cpath(p)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::chroot(c.as_ptr()) }.into()).map(drop)
+    Ok(nix::unistd::chroot(p)?)
 }
 
 /// fchdir(2).
-pub fn fchdir(fd: &impl AsRawFd) -> io::Result<()> {
-    // SAFETY: plain syscall on an fd we hold.
-    check(unsafe { libc::fchdir(fd.as_raw_fd()) }.into()).map(drop)
+pub fn fchdir(fd: &impl AsFd) -> io::Result<()> {
+    Ok(nix::unistd::fchdir(fd)?)
 }
 
 /// setns(2) into the namespace behind `fd` (`nstype` 0 accepts any kind).
-pub fn setns(fd: &impl AsRawFd, nstype: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall on an fd we hold.
-    check(unsafe { libc::setns(fd.as_raw_fd(), nstype) }.into()).map(drop)
+pub fn setns(fd: &impl AsFd, nstype: libc::c_int) -> io::Result<()> {
+    Ok(nix::sched::setns(
+        fd,
+        nix::sched::CloneFlags::from_bits_retain(nstype),
+    )?)
 }
 
 /// unshare(2).
 pub fn unshare(flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall.
-    check(unsafe { libc::unshare(flags) }.into()).map(drop)
+    Ok(nix::sched::unshare(
+        nix::sched::CloneFlags::from_bits_retain(flags),
+    )?)
 }
 
 /// The number of threads of the calling process (from /proc/self/status).
@@ -154,14 +134,9 @@ pub fn close_fds_from(first: RawFd, keep: &[RawFd]) -> io::Result<()> {
     }
 }
 
-/// Clears close-on-exec on `fd` (so that it passes into the container process).
-pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl(2) F_SETFD with an integer argument.
-    check(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }.into()).map(drop)
-}
-
 /// Whether `fd` is an open descriptor.
-pub fn fd_is_open(fd: RawFd) -> bool {
+#[cfg(test)]
+fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: fcntl(2) F_GETFD takes no argument and only reads the descriptor table.
     let rc = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     rc != -1

@@ -1,6 +1,8 @@
-//! The new mount API on fds: a detached copy of a mount tree whose flags are set before it is
-//! attached, so no path is looked up again between making a mount and restricting it.
+//! The new mount API on fds: a detached copy of a mount tree (or a new filesystem) whose flags
+//! are set before it is attached, and whose fd still names the mount once attached, so no path
+//! is looked up again between making a mount and restricting it.
 
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -12,6 +14,17 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
 /// `MOVE_MOUNT_T_EMPTY_PATH`.
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// `FSOPEN_CLOEXEC`.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+/// `FSCONFIG_SET_FLAG`.
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+/// `FSCONFIG_SET_STRING`.
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+/// `FSCONFIG_CMD_CREATE`.
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+/// `FSMOUNT_CLOEXEC`.
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 
 /// `MOUNT_ATTR_RDONLY`.
 pub const ATTR_RDONLY: u64 = 0x01;
@@ -73,6 +86,59 @@ pub fn attrs_of_flags(flags: libc::c_ulong) -> (u64, u64) {
     (set, clr)
 }
 
+/// A descriptor the kernel just returned (`rc` >= 0), or the error of a failed call.
+fn owned(rc: libc::c_long) -> io::Result<OwnedFd> {
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let raw = i32::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this new descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A new filesystem context of type `fstype` (fsopen(2)), to configure with [`fs_set`] and
+/// mount with [`fs_mount`].
+pub fn fs_open(fstype: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: fsopen(2) with a valid C string and flags; it returns a new fd or -1.
+    owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
+}
+
+/// Sets option `key` of a filesystem context to `value`, or the flag `key` when `value` is
+/// `None` (fsconfig(2) `FSCONFIG_SET_STRING` / `FSCONFIG_SET_FLAG`).
+pub fn fs_set(fs: &impl AsRawFd, key: &CStr, value: Option<&CStr>) -> io::Result<()> {
+    let (cmd, value) = match value {
+        Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+        None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+    };
+    fsconfig(fs, cmd, key.as_ptr(), value)
+}
+
+/// fsconfig(2) with raw key and value pointers (NULL or valid C strings).
+fn fsconfig(
+    fs: &impl AsRawFd,
+    cmd: libc::c_uint,
+    key: *const libc::c_char,
+    value: *const libc::c_char,
+) -> io::Result<()> {
+    // SAFETY: fsconfig(2) on a caller-owned fs context; key and value are NULL or C strings
+    // the callers keep alive for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key, value, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates the filesystem of a configured context and returns a detached mount of it with
+/// the `MOUNT_ATTR_*` bits `attrs` (fsconfig `FSCONFIG_CMD_CREATE`, then fsmount(2)).
+pub fn fs_mount(fs: &impl AsRawFd, attrs: u64) -> io::Result<OwnedFd> {
+    fsconfig(fs, FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null())?;
+    let attrs =
+        libc::c_uint::try_from(attrs).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: fsmount(2) on a created fs context; it returns a new mount fd or -1.
+    owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
+}
+
 /// A detached copy of the mount tree at `fd` (the whole subtree when `recursive`).
 pub fn clone_tree(fd: &impl AsRawFd, recursive: bool) -> io::Result<OwnedFd> {
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as u32;
@@ -81,13 +147,7 @@ pub fn clone_tree(fd: &impl AsRawFd, recursive: bool) -> io::Result<OwnedFd> {
     }
     // SAFETY: open_tree(2) on a caller-owned fd with an empty C string path; it returns a new
     // descriptor or -1 and reads nothing else.
-    let rc = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let raw = i32::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-    // SAFETY: open_tree returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    owned(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) })
 }
 
 /// Sets and clears `MOUNT_ATTR_*` bits on the mount at `fd` (and every mount below it when
@@ -100,6 +160,22 @@ pub fn set_attrs(fd: &impl AsRawFd, recursive: bool, set: u64, clr: u64) -> io::
             attr_set: set,
             attr_clr: clr,
             propagation: 0,
+            userns_fd: 0,
+        },
+    )
+}
+
+/// Sets the propagation of the mount at `fd` (and of every mount below it when `recursive`):
+/// `propagation` is one of `MS_SHARED`, `MS_SLAVE`, `MS_PRIVATE`, `MS_UNBINDABLE`. On an fd
+/// from [`clone_tree`] or [`fs_mount`] that was attached, this changes the attached mount.
+pub fn set_propagation(fd: &impl AsRawFd, recursive: bool, propagation: u64) -> io::Result<()> {
+    setattr(
+        fd,
+        recursive,
+        &MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation,
             userns_fd: 0,
         },
     )
