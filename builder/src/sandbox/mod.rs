@@ -10,10 +10,11 @@ mod error;
 mod net;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_overlay::{mount_overlay, OverlayMount, Upper};
 use kiln_runtime::{Container, CreateOptions, Runtime};
+use kiln_util::wait::{self, Deadline};
 use nix::mount::{mount, MsFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -32,6 +33,9 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// How long a step waits for kiln's other threads (a joined worker still exiting) to be gone.
 const THREADS_WAIT: Duration = Duration::from_secs(1);
+
+/// How often it looks at the thread count meanwhile.
+const THREADS_POLL: Duration = Duration::from_millis(1);
 
 /// Capabilities of a step's root processes: what a package manager running as root in a
 /// throwaway rootfs needs, nothing that reaches past that rootfs.
@@ -347,16 +351,13 @@ fn thread_count() -> Option<u32> {
 /// Waits (briefly) until kiln is single-threaded: the runtime clones the container's init from
 /// this process, and a clone next to a running thread could inherit a lock it holds.
 fn ensure_single_threaded() -> Result<(), SandboxError> {
-    let deadline = Instant::now() + THREADS_WAIT;
-    loop {
-        match thread_count() {
-            None | Some(1) => return Ok(()),
-            Some(count) if Instant::now() >= deadline => {
-                return Err(SandboxError::Threads { count })
-            }
-            Some(_) => std::thread::sleep(Duration::from_millis(1)),
-        }
+    let alone = || matches!(thread_count(), None | Some(1));
+    if wait::until(Deadline::after(THREADS_WAIT), THREADS_POLL, alone) {
+        return Ok(());
     }
+    Err(SandboxError::Threads {
+        count: thread_count().unwrap_or(0),
+    })
 }
 
 /// Deletes the container (killing what is left) when dropped.
@@ -398,29 +399,27 @@ fn run_container(
     };
     container.start()?;
     let pid = Pid::from_raw(pid);
-    let deadline = job.timeout.map(|t| Instant::now() + t);
-    let outcome = loop {
+    let exited = wait::poll(Deadline::within(job.timeout), POLL, || {
         watch();
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => break Outcome::Exited(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => break Outcome::Exited(128 + sig as i32),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(errno) => {
-                return Err(SandboxError::Wait {
-                    pid: pid.as_raw(),
-                    errno,
-                })
-            }
+            Ok(WaitStatus::Exited(_, code)) => Some(Ok(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(Ok(128 + sig as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => None,
+            Err(errno) => Some(Err(SandboxError::Wait {
+                pid: pid.as_raw(),
+                errno,
+            })),
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+    });
+    let outcome = match exited {
+        Some(code) => Outcome::Exited(code?),
+        None => {
             if let Some(c) = guard.0.as_ref() {
                 let _ = c.kill(libc::SIGKILL, true);
                 let _ = waitpid(pid, None);
             }
-            break Outcome::TimedOut;
+            Outcome::TimedOut
         }
-        std::thread::sleep(POLL);
     };
     watch();
     if let Some(c) = guard.0.take() {
