@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use kiln_overlay::{mount_overlay, OverlayMount, Upper};
 use kiln_runtime::{Container, CreateOptions, Runtime};
+use kiln_util::oci;
+pub(crate) use kiln_util::oci::{bind, tmpfs};
 use kiln_util::wait::{self, Deadline};
 use nix::mount::{mount, MsFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
-    get_default_mounts, Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, Mount, MountBuilder, RootBuilder,
-    Spec, User,
+    Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType,
+    LinuxResources, Mount, RootBuilder, Spec, User,
 };
 
 use error::io_err;
@@ -161,48 +162,15 @@ fn finish_mount(mount: OverlayMount) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// A bind mount of `source` at `dest`.
-pub(crate) fn bind(source: &Path, dest: &str, read_only: bool) -> Option<Mount> {
-    let mut options = vec!["rbind".to_string()];
-    if read_only {
-        options.push("ro".to_string());
-    }
-    MountBuilder::default()
-        .destination(dest)
-        .typ("bind")
-        .source(source)
-        .options(options)
-        .build()
-        .ok()
-}
-
-/// A tmpfs at `dest` with `mode`.
-pub(crate) fn tmpfs(dest: &str, mode: &str) -> Option<Mount> {
-    MountBuilder::default()
-        .destination(dest)
-        .typ("tmpfs")
-        .source("tmpfs")
-        .options(vec![
-            "nosuid".to_string(),
-            "nodev".to_string(),
-            format!("mode={mode}"),
-        ])
-        .build()
-        .ok()
-}
-
 /// The job's mounts: the standard ones (no cgroup fs), the job's own, and with network a
 /// resolver config naming slirp's DNS forwarder (the host's nameserver is not reachable as such).
 fn mounts(job: &Job<'_>) -> Result<Vec<Mount>, SandboxError> {
-    let mut mounts: Vec<Mount> = get_default_mounts()
-        .into_iter()
-        .filter(|m| m.typ().as_deref() != Some("cgroup"))
-        .collect();
+    let mut mounts = oci::standard_mounts();
     mounts.extend(job.mounts.iter().cloned());
     if job.network {
         let resolv = job.bundle.join("resolv.conf");
         std::fs::write(&resolv, net::RESOLV_CONF).map_err(io_err("write", &resolv))?;
-        mounts.extend(bind(&resolv, "/etc/resolv.conf", true));
+        mounts.push(bind(&resolv, "/etc/resolv.conf", true));
     }
     Ok(mounts)
 }
@@ -315,17 +283,13 @@ fn spec(job: &Job<'_>, root: &Path, mounts: Vec<Mount>) -> Result<Spec, SandboxE
             .map_err(oci)?,
     ));
     spec.set_mounts(Some(mounts));
-    let namespaces = [
+    let namespaces = oci::new_namespaces(&[
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Network,
-    ]
-    .into_iter()
-    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(oci)?;
+    ]);
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces));
     linux.set_seccomp(Some(
@@ -437,8 +401,8 @@ mod tests {
     fn missing_mount_points_list_missing_parents_deepest_first() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("proc")).unwrap();
-        let mut mounts = get_default_mounts();
-        mounts.extend(bind(Path::new("/dev/null"), "/etc/resolv.conf", true));
+        let mut mounts = oci::standard_mounts();
+        mounts.push(bind(Path::new("/dev/null"), "/etc/resolv.conf", true));
         let missing = missing_mount_points(t.path(), &mounts);
         assert!(!missing
             .iter()
