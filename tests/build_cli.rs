@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::TcpListener;
-use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use common::{busybox_rootfs, Sandbox};
+use common::Sandbox;
+use kiln_testkit::build_support::{
+    assert_nothing_left, busybox_base, names, LoopbackService, Project,
+};
 use serde_json::Value;
 
 /// A stand-in `python3` for the base image: `python3 -m pip install ... -- PKG...` records each
@@ -27,77 +25,20 @@ done
 echo "installed"
 "#;
 
-/// A project in a git repo: kiln.toml + `web/` + `docs/`, committed with the git CLI.
-struct Repo {
-    dir: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new(kiln_toml: &str) -> Repo {
-        let repo = Repo {
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        repo.git(&["init", "-q", "-b", "main"]);
-        repo.write("kiln.toml", kiln_toml);
-        repo.write("web/hello.txt", "hello\n");
-        repo.write("web/requirements.txt", "toolz\n");
-        repo.write("docs/readme.md", "docs\n");
-        repo.commit("first");
-        repo
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.path().join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(self.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .env("GIT_AUTHOR_DATE", "2020-01-01T00:00:00Z")
-            .env("GIT_COMMITTER_DATE", "2020-01-01T00:00:00Z")
-            .output()
-            .expect("git");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Commits everything; returns the commit id.
-    fn commit(&self, msg: &str) -> String {
-        self.git(&["add", "-A"]);
-        self.git(&["commit", "-q", "-m", msg]);
-        self.git(&["rev-parse", "HEAD"])
-    }
+/// A project in a git repo: kiln.toml + `web/` + `docs/`, committed.
+fn project(kiln_toml: &str) -> Project {
+    let repo = Project::new();
+    repo.write("kiln.toml", kiln_toml);
+    repo.write("web/hello.txt", "hello\n");
+    repo.write("web/requirements.txt", "toolz\n");
+    repo.write("docs/readme.md", "docs\n");
+    repo.commit("first");
+    repo
 }
 
 /// A sandbox whose store has the busybox base (with the fake python3) tagged `busybox:latest`.
 fn sandbox() -> Sandbox {
-    let sb = Sandbox::new();
-    let rootfs = sb.dir.path().join("rootfs");
-    busybox_rootfs(&rootfs);
-    let py = rootfs.join("bin/python3");
-    std::fs::write(&py, FAKE_PYTHON).expect("python3");
-    std::fs::set_permissions(&py, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    // A relative source path: the import's history names it, and two stores must get one digest.
-    let out = sb
-        .kiln()
-        .args(["image", "import", "rootfs", "--tag", "busybox:latest"])
-        .current_dir(sb.dir.path())
-        .output()
-        .expect("spawn kiln");
-    assert!(out.status.success(), "import: {out:?}");
-    sb
+    busybox_base(&[("python3", FAKE_PYTHON)], |_| {})
 }
 
 fn toml(hook: &str, extra: &str) -> String {
@@ -122,7 +63,7 @@ timeout = 20
 const HOOK: &str = "mkdir -p gen && cat hello.txt > gen/page.txt && echo built-page";
 
 /// Runs `kiln build REPO --json [extra]`; returns the parsed report (panics on failure).
-fn build(sb: &Sandbox, repo: &Repo, extra: &[&str]) -> Value {
+fn build(sb: &Sandbox, repo: &Project, extra: &[&str]) -> Value {
     let path = repo.path().to_string_lossy().into_owned();
     let mut args = vec!["build", path.as_str(), "--json"];
     args.extend_from_slice(extra);
@@ -141,43 +82,6 @@ fn step<'a>(service: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|s| s["name"] == name)
         .unwrap_or_else(|| panic!("no step {name} in {service}"))
-}
-
-/// Names in a directory (empty if it does not exist).
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Mounts whose mount point is under `dir`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let d = dir.to_string_lossy().into_owned();
-    info.lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&d)))
-        .map(str::to_string)
-        .collect()
-}
-
-fn assert_nothing_left(sb: &Sandbox) {
-    assert_eq!(names(&sb.root()), Vec::<String>::new(), "containers left");
-    assert_eq!(
-        mounts_under(sb.dir.path()),
-        Vec::<String>::new(),
-        "mounts left"
-    );
-    assert_eq!(
-        names(&sb.store().join("tmp")),
-        Vec::<String>::new(),
-        "scratch left"
-    );
 }
 
 /// The paths in a layer blob of the sandbox's store.
@@ -216,7 +120,7 @@ fn tags(sb: &Sandbox) -> Vec<String> {
 #[test]
 fn a_second_build_at_the_same_commit_is_a_hit_and_starts_no_container() {
     let sb = sandbox();
-    let repo = Repo::new(&toml(HOOK, ""));
+    let repo = project(&toml(HOOK, ""));
     let first = build(&sb, &repo, &[]);
     assert_eq!(web(&first)["cache"], "miss");
     assert_eq!(
@@ -248,7 +152,7 @@ fn a_second_build_at_the_same_commit_is_a_hit_and_starts_no_container() {
 #[test]
 fn only_a_change_inside_the_source_folder_rebuilds_and_the_dependencies_layer_is_reused() {
     let sb = sandbox();
-    let repo = Repo::new(&toml(HOOK, ""));
+    let repo = project(&toml(HOOK, ""));
     let first = build(&sb, &repo, &[]);
 
     repo.write("docs/readme.md", "more docs\n");
@@ -291,7 +195,7 @@ fn only_a_change_inside_the_source_folder_rebuilds_and_the_dependencies_layer_is
 
 #[test]
 fn two_fresh_stores_build_the_same_commit_to_the_same_digests() {
-    let repo = Repo::new(&toml(HOOK, ""));
+    let repo = project(&toml(HOOK, ""));
     let a = build(&sandbox(), &repo, &[]);
     let b = build(&sandbox(), &repo, &[]);
     assert_eq!(web(&a)["cache"], "miss");
@@ -304,26 +208,14 @@ fn two_fresh_stores_build_the_same_commit_to_the_same_digests() {
 
 #[test]
 fn neither_the_hook_nor_the_network_steps_reach_a_host_loopback_port() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&received);
-    std::thread::spawn(move || {
-        while let Ok((mut s, _)) = listener.accept() {
-            let mut buf = String::new();
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.read_to_string(&mut buf);
-            if let Ok(mut v) = seen.lock() {
-                v.push(buf.trim().to_string());
-            }
-        }
-    });
+    let service = LoopbackService::start();
+    let port = service.port;
     let hook = format!(
         "if echo hi | nc -w 2 127.0.0.1 {port}; then echo REACHED; exit 1; else echo unreachable; fi"
     );
     let sb = sandbox();
     let extra = format!("env = {{ PROBE_PORT = \"{port}\" }}\n");
-    let repo = Repo::new(&toml(&hook, &extra));
+    let repo = project(&toml(&hook, &extra));
     let report = build(&sb, &repo, &[]);
     assert_eq!(web(&report)["cache"], "miss");
     let log = sb.ok(&["build", "log", "demo", "web"]);
@@ -332,14 +224,13 @@ fn neither_the_hook_nor_the_network_steps_reach_a_host_loopback_port() {
     // The dependencies and flavor steps have a network of their own (slirp4netns), which does
     // not lead to the host's loopback: they tried (twice) and nothing arrived.
     assert_eq!(log.matches("probe sent").count(), 2, "log: {log}");
-    let got = received.lock().map(|v| v.clone()).unwrap_or_default();
-    assert_eq!(got, Vec::<String>::new(), "log: {log}");
+    assert_eq!(service.received(), Vec::<String>::new(), "log: {log}");
 }
 
 #[test]
 fn concurrent_builds_of_one_commit_build_once_and_agree() {
     let sb = sandbox();
-    let repo = Repo::new(&toml(HOOK, ""));
+    let repo = project(&toml(HOOK, ""));
     let path = repo.path().to_string_lossy().into_owned();
     let spawn = || {
         sb.kiln()
@@ -373,7 +264,7 @@ fn concurrent_builds_of_one_commit_build_once_and_agree() {
 #[test]
 fn a_failing_hook_names_service_and_step_shows_its_last_lines_and_leaves_nothing() {
     let sb = sandbox();
-    let repo = Repo::new(&toml("echo first-line; echo last-words >&2; exit 3", ""));
+    let repo = project(&toml("echo first-line; echo last-words >&2; exit 3", ""));
     let cache_before = names(&sb.store().join("cache"));
     let tags_before = tags(&sb);
     let path = repo.path().to_string_lossy().into_owned();
@@ -400,7 +291,7 @@ fn a_failing_hook_names_service_and_step_shows_its_last_lines_and_leaves_nothing
 #[test]
 fn a_hook_past_its_timeout_is_killed_and_leaves_nothing() {
     let sb = sandbox();
-    let repo = Repo::new(&toml(HOOK, "").replace(
+    let repo = project(&toml(HOOK, "").replace(
         &format!("hook = \"{HOOK}\"\ntimeout = 20"),
         "hook = \"echo waiting; sleep 60\"\ntimeout = 1",
     ));
@@ -422,7 +313,7 @@ fn steps_see_the_kiln_variables_of_a_branch_and_of_a_pull_request_build() {
     let sb = sandbox();
     let hook = "echo type=$KILN_BUILD_TYPE branch=$KILN_GIT_BRANCH sha=$KILN_GIT_SHA \
                 pr=$KILN_PR_BASE_SHA..$KILN_PR_HEAD_SHA title=$KILN_PR_TITLE";
-    let repo = Repo::new(&toml(hook, ""));
+    let repo = project(&toml(hook, ""));
     let main = repo.git(&["rev-parse", "HEAD"]);
     build(&sb, &repo, &["--branch", "main"]);
     let log = sb.ok(&["build", "log", "demo", "web", "--commit", &main]);
@@ -461,7 +352,7 @@ fn steps_see_the_kiln_variables_of_a_branch_and_of_a_pull_request_build() {
 #[test]
 fn an_unknown_base_image_is_an_error_naming_the_service() {
     let sb = sandbox();
-    let repo = Repo::new(&toml(HOOK, "").replace("base = \"busybox\"", "base = \"nope\""));
+    let repo = project(&toml(HOOK, "").replace("base = \"busybox\"", "base = \"nope\""));
     let path = repo.path().to_string_lossy().into_owned();
     let out = sb.run(&["build", &path]);
     assert!(!out.status.success());

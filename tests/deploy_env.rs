@@ -128,7 +128,8 @@ fn a_child_env_clones_a_frozen_parents_volumes_and_they_diverge() {
     let parent = volumes::ensure(&store, &parent_env, &vol).expect("parent volume");
     std::fs::write(parent.join("seed"), "from main").expect("seed");
     // A writer in the parent keeps appending while the clone happens; it is frozen meanwhile.
-    let cgroup = Path::new("/sys/fs/cgroup/freezer").join(format!("kiln-test-{}", env.name));
+    let key = format!("kiln-test-{}", env.name);
+    let cgroup = Path::new("/sys/fs/cgroup/freezer").join(&key);
     std::fs::create_dir(&cgroup).expect("freezer cgroup");
     struct Cg<'a>(&'a Path);
     impl Drop for Cg<'_> {
@@ -150,7 +151,7 @@ fn a_child_env_clones_a_frozen_parents_volumes_and_they_diverge() {
     while std::fs::metadata(&log).map_or(0, |m| m.len()) == 0 {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let mut freezer = CgroupFreezer::new(vec![cgroup.clone()]);
+    let mut freezer = CgroupFreezer::new(vec![key]);
     let report = volumes::clone_from(
         &store,
         &parent_env,

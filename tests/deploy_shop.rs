@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use kiln_router::client::RouterClient;
 use kiln_router::Endpoint;
-use kiln_testkit::common::{copy_example, git, shared_deb_cache, unique, Sandbox};
+use kiln_testkit::common::{copy_example, git, unique, Envs, Sandbox};
 use kiln_testkit::loadgen::{self, Client};
 use kiln_util::wait::Deadline;
 use serde_json::Value;
@@ -51,8 +51,8 @@ fn shop() -> (MutexGuard<'static, ()>, &'static Shop) {
         // reports errors, and they are ignored) and touches only the static it reads.
         let registered = unsafe { libc::atexit(remove_shop) };
         assert_eq!(registered, 0, "atexit");
-        vendor(&sb, "python");
-        vendor(&sb, "redis");
+        sb.vendor("python");
+        sb.vendor("redis");
         let repo = shop_repo(sb.dir.path());
         Shop { sb, repo }
     });
@@ -66,7 +66,7 @@ struct Case {
     repo: PathBuf,
     repo_s: String,
     env: String,
-    _envs: Envs,
+    _envs: Envs<'static>,
     _dir: tempfile::TempDir,
     _turn: MutexGuard<'static, ()>,
 }
@@ -117,7 +117,7 @@ impl Case {
     /// Deploys v1 into the test's environment; the router's address and the first page.
     fn v1(&self) -> (SocketAddr, String) {
         self.deploy(&self.env);
-        let addr = router(self.sb, &self.env);
+        let addr = self.sb.router_address(&self.env);
         let page = get(addr);
         assert!(page.starts_with("v1 from shop v1"), "{page}");
         (addr, page)
@@ -138,36 +138,8 @@ fn sleeper(toml: &str, secs: u32, extra: &str) -> String {
     )
 }
 
-/// Destroys the environments when the test ends, whatever happens.
-struct Envs {
-    sb: &'static Sandbox,
-    names: Vec<String>,
-}
-
-impl Drop for Envs {
-    fn drop(&mut self) {
-        for env in &self.names {
-            let _ = self.sb.run(&["env", "destroy", env]);
-        }
-    }
-}
-
-fn status(sb: &Sandbox, env: &str) -> Value {
-    let out = sb.ok(&["env", "status", env, "--json"]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}"))
-}
-
-fn router(sb: &Sandbox, env: &str) -> SocketAddr {
-    let s = status(sb, env);
-    s["record"]["router"]["listen"]
-        .as_str()
-        .expect("router address")
-        .parse()
-        .expect("address")
-}
-
 fn pids(sb: &Sandbox, env: &str) -> Vec<u64> {
-    let s = status(sb, env);
+    let s = sb.env_status(env);
     ["cache", "web"]
         .iter()
         .map(|n| {
@@ -205,18 +177,6 @@ fn shop_repo(dir: &Path) -> PathBuf {
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "shop v1"]);
     repo
-}
-
-fn vendor(sb: &Sandbox, name: &str) {
-    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor-images");
-    let out = sb
-        .kiln()
-        .env("KILN_DEB_CACHE", shared_deb_cache())
-        .args(["vendor", "build", name, "--quiet", "--recipes"])
-        .arg(&recipes)
-        .output()
-        .expect("spawn kiln");
-    assert!(out.status.success(), "vendor build {name}: {out:?}");
 }
 
 /// Pids whose command line contains `needle`.
@@ -347,7 +307,7 @@ fn only_the_relationship_reaches_redis() {
     let case = Case::new(&[]);
     case.v1();
     let (sb, env) = (case.sb, &case.env);
-    let s = status(sb, env);
+    let s = sb.env_status(env);
     let ip = s["record"]["services"]["web"]["links"]["cache"][0]["ip"]
         .as_str()
         .expect("cache ip")
@@ -528,7 +488,7 @@ fn an_environment_stops_and_starts_even_with_its_namespaces_gone() {
     sb.ok(&["env", "stop", env]);
     sb.ok(&["net", "teardown", "--env", env]);
     sb.ok(&["env", "start", env]);
-    assert!(get(router(sb, env)).starts_with("v1 from shop v1"));
+    assert!(get(sb.router_address(env)).starts_with("v1 from shop v1"));
 }
 
 #[test]
@@ -544,7 +504,7 @@ fn a_child_environment_clones_the_parent_volume_and_writes_stay_apart() {
         "--parent",
         &case.env,
     ]);
-    let child_addr = router(case.sb, &child);
+    let child_addr = case.sb.router_address(&child);
     let c1 = visits(&get(child_addr));
     assert!(c1 > visits(&page), "the child cloned the parent's volume");
     let p1 = visits(&get(addr));
@@ -565,7 +525,7 @@ fn a_first_deploy_killed_in_its_hook_is_released_and_the_next_converges() {
     git(&case.repo, &["reset", "-q", "--hard", "HEAD~1"]);
     case.deploy(&case.env);
     assert_settled(case.sb, &case.env, "time.sleep(33)");
-    assert!(get(router(case.sb, &case.env)).starts_with("v1 from shop v1"));
+    assert!(get(case.sb.router_address(&case.env)).starts_with("v1 from shop v1"));
 }
 
 #[test]
@@ -575,7 +535,7 @@ fn destroy_leaves_no_process_mount_netns_cgroup_or_router() {
     let (sb, env, child) = (case.sb, case.env.clone(), case.other("pr"));
     sb.ok(&["deploy", &case.repo_s, "--env", &child, "--parent", &env]);
     let web_pid = pids(sb, &env)[1];
-    let router_pid = status(sb, &env)["record"]["router"]["process"]["pid"]
+    let router_pid = sb.env_status(&env)["record"]["router"]["process"]["pid"]
         .as_u64()
         .expect("router pid");
     let netns: Vec<u64> = [&env, &child]

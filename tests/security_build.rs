@@ -8,14 +8,13 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{busybox_rootfs, git, Sandbox};
+use common::{git, Sandbox};
+use kiln_testkit::build_support::{self, busybox_base, names, LoopbackService};
 
 /// A stand-in `python3` for the base image (the `pip` flavor's dependency and flavor steps run
 /// `python3 -m pip ...`): runs `/bin/probe-net`, then fails if `$PROBE_FAIL` is set.
@@ -127,24 +126,10 @@ fn copy_with_libs(rootfs: &Path, program: &str) {
 /// A sandbox whose store has the busybox base (fake python3, the probe and the host's openssl
 /// for a TLS handshake) as `busybox:latest`.
 fn sandbox() -> Sandbox {
-    let sb = Sandbox::new();
-    let rootfs = sb.dir.path().join("rootfs");
-    busybox_rootfs(&rootfs);
-    copy_with_libs(&rootfs, "/usr/bin/openssl");
-    for (name, text) in [("python3", FAKE_PYTHON), ("probe-net", PROBE_NET)] {
-        let p = rootfs.join("bin").join(name);
-        std::fs::write(&p, text).expect("write script");
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-    }
-    let out = sb
-        .kiln()
-        .args(["image", "import", "rootfs", "--tag", "busybox:latest"])
-        .current_dir(sb.dir.path())
-        .output()
-        .expect("spawn kiln");
-    assert!(out.status.success(), "import: {out:?}");
-    sb
+    busybox_base(
+        &[("python3", FAKE_PYTHON), ("probe-net", PROBE_NET)],
+        |rootfs| copy_with_libs(rootfs, "/usr/bin/openssl"),
+    )
 }
 
 fn build(sb: &Sandbox, repo: &Repo) -> Output {
@@ -154,19 +139,6 @@ fn build(sb: &Sandbox, repo: &Repo) -> Output {
 
 fn log(sb: &Sandbox, service: &str) -> String {
     sb.ok(&["build", "log", "sec", service])
-}
-
-/// Names in a directory (empty if it does not exist).
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// Pids of live (not zombie) processes whose command line starts with `program`.
@@ -205,28 +177,8 @@ fn step_cgroups(service: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Mounts whose mount point is under `dir`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let d = dir.to_string_lossy().into_owned();
-    info.lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&d)))
-        .map(str::to_string)
-        .collect()
-}
-
 fn assert_nothing_left(sb: &Sandbox, service: &str) {
-    assert_eq!(names(&sb.root()), Vec::<String>::new(), "containers left");
-    assert_eq!(
-        mounts_under(sb.dir.path()),
-        Vec::<String>::new(),
-        "mounts left"
-    );
-    assert_eq!(
-        names(&sb.store().join("tmp")),
-        Vec::<String>::new(),
-        "scratch left"
-    );
+    build_support::assert_nothing_left(sb);
     assert_eq!(step_cgroups(service), Vec::<PathBuf>::new(), "cgroups left");
 }
 
@@ -280,55 +232,6 @@ fn a_build_hook_cannot_make_or_use_device_nodes_and_the_host_is_unchanged() {
         "{listing}"
     );
     assert_nothing_left(&sb, "devprobe");
-}
-
-/// A host loopback service that records every connection it gets.
-struct LoopbackService {
-    port: u16,
-    received: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl LoopbackService {
-    fn start() -> LoopbackService {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen, stopped) = (Arc::clone(&received), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut s, peer)) => {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                        let mut buf = String::new();
-                        let _ = s.read_to_string(&mut buf);
-                        if let Ok(mut v) = seen.lock() {
-                            v.push(format!("{peer}: {}", buf.trim()));
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        LoopbackService {
-            port,
-            received,
-            stop,
-        }
-    }
-
-    fn received(&self) -> Vec<String> {
-        self.received.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for LoopbackService {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 /// The values of `probe-<key>=` lines in `log`.

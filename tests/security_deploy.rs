@@ -8,9 +8,9 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{copy_example, git, shared_deb_cache, Sandbox};
+use common::{copy_example, git, Sandbox};
 use kiln_router::Endpoint;
 use kiln_testkit::loadgen::Client;
 use serde_json::Value;
@@ -29,23 +29,6 @@ impl Drop for EnvGuard<'_> {
     fn drop(&mut self) {
         let _ = self.sb.run(&["env", "destroy", &self.env]);
     }
-}
-
-fn status(sb: &Sandbox, env: &str) -> Value {
-    let out = sb.ok(&["env", "status", env, "--json"]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}"))
-}
-
-fn vendor(sb: &Sandbox, name: &str) {
-    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor-images");
-    let out = sb
-        .kiln()
-        .env("KILN_DEB_CACHE", shared_deb_cache())
-        .args(["vendor", "build", name, "--quiet", "--recipes"])
-        .arg(&recipes)
-        .output()
-        .expect("spawn kiln");
-    assert!(out.status.success(), "vendor build {name}: {out:?}");
 }
 
 /// shop plus `probe`, an app that opts out of the user namespace.
@@ -96,8 +79,8 @@ fn shell(sb: &Sandbox, env: &str, service: &str, python: &str) -> std::process::
 #[test]
 fn shop_services_run_mapped_confined_and_still_work() {
     let sb = Sandbox::new();
-    vendor(&sb, "python");
-    vendor(&sb, "redis");
+    sb.vendor("python");
+    sb.vendor("redis");
     let repo = shop_repo(&sb);
     let env = common::unique("sec");
     let _guard = EnvGuard {
@@ -105,7 +88,7 @@ fn shop_services_run_mapped_confined_and_still_work() {
         env: env.clone(),
     };
     sb.ok(&["deploy", &repo.to_string_lossy(), "--env", &env]);
-    let s = status(&sb, &env);
+    let s = sb.env_status(&env);
     let range = &s["record"]["id_range"];
     let host = range["host"].as_u64().expect("recorded id range");
     assert!(host >= 1_000_000, "{range}");

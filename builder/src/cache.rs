@@ -16,7 +16,7 @@ use crate::key::CacheKey;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// A file operation failed.
-    #[error("build cache: {op} {path}: {source}")]
+    #[error("build cache: {op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,

@@ -1,6 +1,7 @@
 //! Everything that can go wrong in deploy, each error naming what it is about.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use nix::errno::Errno;
 
@@ -60,14 +61,15 @@ pub enum DeployError {
         why: &'static str,
     },
     /// The freeze/thaw hook around a volume clone failed.
-    #[error("{action} of environment {env:?} failed: {message}")]
+    #[error("{action} of environment {env:?} failed")]
     Freeze {
         /// "freeze" or "thaw".
         action: &'static str,
         /// The environment frozen.
         env: String,
-        /// What the hook said.
-        message: String,
+        /// Why.
+        #[source]
+        source: FreezeError,
     },
     /// The OCI runtime failed on a container.
     #[error("container {container}")]
@@ -171,6 +173,70 @@ pub enum DeployError {
         /// What the rollback could not do.
         problems: Vec<String>,
     },
+}
+
+/// Why the processes of a parent environment could not be frozen or thawed.
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    /// The freezer cgroup could not be written or read (through the runtime's cgroups).
+    #[error(transparent)]
+    Cgroup(#[from] kiln_runtime::Error),
+    /// A cgroup did not reach the state in time.
+    #[error("cgroup {cgroup} not {state} after {waited:?}")]
+    Timeout {
+        /// The cgroup (relative to the hierarchy roots).
+        cgroup: String,
+        /// The state waited for ("frozen", "thawed").
+        state: &'static str,
+        /// How long it waited.
+        waited: Duration,
+    },
+}
+
+/// Why a command run in a container (`kiln exec`: a deploy hook, a health command) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The scratch directory for the exec's pid file could not be made.
+    #[error("creating a temporary directory")]
+    TempDir(#[source] std::io::Error),
+    /// The `kiln exec` process could not be started.
+    #[error("running {bin}")]
+    Spawn {
+        /// The kiln binary.
+        bin: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for the `kiln exec` process failed.
+    #[error("waiting for kiln exec")]
+    Wait(#[source] std::io::Error),
+    /// The command ran past its time and was killed with everything it started.
+    #[error("timed out after {} (killed)", seconds(*.after))]
+    TimedOut {
+        /// Its time limit.
+        after: Duration,
+    },
+    /// The command exited non-zero.
+    #[error("exited with status {code}{}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    Exited {
+        /// Its exit status.
+        code: i32,
+        /// What `kiln exec` printed on stderr (trimmed; empty when nothing).
+        stderr: String,
+    },
+    /// The `kiln exec` process was killed by a signal.
+    #[error("killed by a signal")]
+    Signaled,
+}
+
+/// `3 s`, or `0.25 s` for a fraction.
+fn seconds(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
 }
 
 impl DeployError {

@@ -9,7 +9,7 @@ use kiln_util::wait::{self, Deadline};
 
 use super::container;
 use super::env_state::HealthCheck;
-use super::error::DeployError;
+use super::error::{DeployError, ExecError};
 use super::Endpoint;
 
 /// Pause between attempts.
@@ -67,8 +67,10 @@ fn wait_command(
         match container::run_in(kiln_bin, runtime_root, id, command, left) {
             Ok(()) => return Ok(()),
             // A run cut off by the deadline says less than the failure before it.
-            Err(e) if last.is_empty() || !e.starts_with("timed out") => last = e,
-            Err(e) => last = format!("{e}; the run before: {last}"),
+            Err(e) if last.is_empty() || !matches!(e, ExecError::TimedOut { .. }) => {
+                last = chain(&e)
+            }
+            Err(e) => last = format!("{}; the run before: {last}", chain(&e)),
         }
         Err(())
     });

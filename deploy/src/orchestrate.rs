@@ -323,7 +323,7 @@ impl<'a> Deploy<'a> {
             })
             .filter(|n| !have.contains(n))
             .collect();
-        let cgroups = parent_freezer_cgroups(&self.req.runtime_root, parent)?;
+        let cgroups = parent_freezer_cgroups(&self.runtime, parent)?;
         if cgroups.is_empty() {
             volumes::clone_from(store, parent, &self.req.env, &missing, &mut NoFreezer)?;
         } else {
@@ -464,8 +464,14 @@ impl<'a> Deploy<'a> {
             for (step, command) in steps {
                 let from = container::file_len(&log);
                 let limit = Duration::from_secs(app.deploy.timeout_secs);
-                container::run_in(&self.req.kiln_bin, root, &id, command, limit).map_err(|m| {
-                    step_err(self.req, name, &format!("{step} `{command}`"), m, from)
+                container::run_in(&self.req.kiln_bin, root, &id, command, limit).map_err(|e| {
+                    step_err(
+                        self.req,
+                        name,
+                        &format!("{step} `{command}`"),
+                        chain(&e),
+                        from,
+                    )
                 })?;
             }
         }
@@ -825,22 +831,18 @@ fn deploy_settings(svc: &Service) -> config::Deploy {
     svc.app().map(|a| a.deploy.clone()).unwrap_or_default()
 }
 
-/// The freezer cgroups of the parent environment's running containers, as each container's
-/// config names its cgroup (containers made before and after the naming scheme alike).
-fn parent_freezer_cgroups(root: &Path, parent: &str) -> Result<Vec<PathBuf>, DeployError> {
-    let Some(p) = EnvState::load(root, parent)? else {
+/// The cgroups of the parent environment's running containers, as the runtime records them
+/// (containers made before and after the naming scheme alike, nested or not).
+fn parent_freezer_cgroups(runtime: &Runtime, parent: &str) -> Result<Vec<String>, DeployError> {
+    let Some(p) = EnvState::load(runtime.root(), parent)? else {
         return Ok(Vec::new());
     };
     Ok(p.services
         .values()
         .filter(|s| s.process.is_some_and(|p| p.alive()))
         .filter_map(|s| s.container_id.as_deref())
-        .filter_map(|id| container::load(&container::container_dir(root, parent, id)).ok())
-        .filter_map(|saved| {
-            let path = saved.spec.linux().as_ref()?.cgroups_path().clone()?;
-            Some(kiln_util::cgroup::v1_dir("freezer", &path))
-        })
-        .filter(|p| p.exists())
+        .filter_map(|id| runtime.load(id).ok())
+        .filter_map(|c| c.persisted().cgroup.clone())
         .collect())
 }
 

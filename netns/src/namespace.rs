@@ -49,6 +49,7 @@ impl Netns {
                 ns.nl
                     .set_up(LOOPBACK_INDEX)
                     .map_err(|e| NetError::netlink("set lo up", service, e))?;
+                every_port_unprivileged()?;
                 Ok(ns)
             });
         if made.is_err() {
@@ -64,6 +65,8 @@ impl Netns {
         let file = File::open(path).map_err(|e| NetError::io("opening netns", path, e))?;
         setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(|e| NetError::sys("setns(CLONE_NEWNET)", path.display().to_string(), e))?;
+        // A namespace made before kiln set this gets it on the next apply.
+        every_port_unprivileged()?;
         Self::open_here(service, path)
     }
 
@@ -77,6 +80,19 @@ impl Netns {
             nl,
         })
     }
+}
+
+/// `net.ipv4.ip_unprivileged_port_start`, per network namespace (IPv6 binds obey it too).
+const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+
+/// Lets any process of the calling thread's network namespace bind any port, as Docker does
+/// for a container's namespace: a service in a user namespace has no `CAP_NET_BIND_SERVICE`
+/// over its network namespace (the host's user namespace owns it, and the container's own
+/// sysctl writes are refused for the same reason), so it could not bind port 80 otherwise.
+/// The namespace holds one service only, and the host's namespace is not changed.
+fn every_port_unprivileged() -> Result<(), NetError> {
+    std::fs::write(UNPRIVILEGED_PORT_START, "0")
+        .map_err(|e| NetError::io("writing", UNPRIVILEGED_PORT_START, e))
 }
 
 /// Unmounts every mount stacked on `path` and removes the file; absent is fine.

@@ -97,6 +97,53 @@ impl Sandbox {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// Builds the vendor image `name` (`vendor-images/<name>.toml`) into this sandbox's store,
+    /// with the .deb files from the shared cache.
+    pub fn vendor(&self, name: &str) {
+        let out = self
+            .kiln()
+            .env("KILN_DEB_CACHE", shared_deb_cache())
+            .args(["vendor", "build", name, "--quiet", "--recipes"])
+            .arg(workspace_root().join("vendor-images"))
+            .output()
+            .expect("spawn kiln");
+        assert!(out.status.success(), "vendor build {name}: {out:?}");
+    }
+
+    /// `kiln env status ENV --json`, parsed.
+    pub fn env_status(&self, env: &str) -> serde_json::Value {
+        let out = self.ok(&["env", "status", env, "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}"))
+    }
+
+    /// The address the router of `env` listens on (from its record).
+    pub fn router_address(&self, env: &str) -> std::net::SocketAddr {
+        let s = self.env_status(env);
+        s["record"]["router"]["listen"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no router address in {s}"))
+            .parse()
+            .expect("router address")
+    }
+}
+
+/// Environments of a sandbox, destroyed (`kiln env destroy`) when this is dropped, whatever
+/// happens in the test.
+pub struct Envs<'a> {
+    /// The sandbox they live in.
+    pub sb: &'a Sandbox,
+    /// Their names.
+    pub names: Vec<String>,
+}
+
+impl Drop for Envs<'_> {
+    fn drop(&mut self) {
+        for env in &self.names {
+            // Best effort: a destroy that fails here leaves what the test's own asserts report.
+            let _ = self.sb.run(&["env", "destroy", env]);
+        }
+    }
 }
 
 /// Makes a minimal busybox root filesystem at `dir` (static busybox + applet links + passwd/group).

@@ -10,12 +10,14 @@
 //!   process tree.
 //! - [`wait`]: polling until a deadline.
 //! - [`cgroup`]: the one naming scheme for the cgroups of kiln's containers.
+//! - [`oci`]: the mounts and namespaces of an OCI config that build steps and services share.
 //! - [`error`]: an error and its causes as one line.
 
 pub mod cgroup;
 pub mod error;
 pub mod fs;
 pub mod mount;
+pub mod oci;
 pub mod process;
 pub mod time;
 pub mod wait;

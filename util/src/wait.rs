@@ -2,24 +2,36 @@
 
 use std::time::{Duration, Instant};
 
-/// The instant a wait gives up at.
+/// The instant a wait gives up at (or none: a wait without a time limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(Instant);
+pub struct Deadline(Option<Instant>);
 
 impl Deadline {
     /// `timeout` from now.
     pub fn after(timeout: Duration) -> Self {
-        Self(Instant::now() + timeout)
+        Self(Instant::now().checked_add(timeout))
     }
 
-    /// The time left (zero once passed).
+    /// No deadline: the wait lasts until it is over.
+    pub fn never() -> Self {
+        Self(None)
+    }
+
+    /// `timeout` from now, or [`never`](Self::never) without one.
+    pub fn within(timeout: Option<Duration>) -> Self {
+        timeout.map_or(Self::never(), Self::after)
+    }
+
+    /// The time left (zero once passed; [`Duration::MAX`] without a deadline).
     pub fn remaining(&self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
+        self.0.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
     }
 
     /// Whether the deadline has passed.
     pub fn passed(&self) -> bool {
-        Instant::now() >= self.0
+        self.0.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -39,17 +51,27 @@ pub fn retry<T, E>(
     }
 }
 
-/// Polls `done` every `pause` until it is true (→ true) or the deadline passes (→ false).
-pub fn until(deadline: Deadline, pause: Duration, mut done: impl FnMut() -> bool) -> bool {
+/// Polls `check` every `pause` until it gives a value (→ `Some`) or the deadline passes
+/// (→ `None`); `check` runs at least once, and once more after the deadline's last pause.
+pub fn poll<T>(
+    deadline: Deadline,
+    pause: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
     loop {
-        if done() {
-            return true;
+        if let Some(v) = check() {
+            return Some(v);
         }
         if deadline.passed() {
-            return false;
+            return None;
         }
-        std::thread::sleep(pause);
+        std::thread::sleep(pause.min(deadline.remaining()));
     }
+}
+
+/// Polls `done` every `pause` until it is true (→ true) or the deadline passes (→ false).
+pub fn until(deadline: Deadline, pause: Duration, mut done: impl FnMut() -> bool) -> bool {
+    poll(deadline, pause, || done().then_some(())).is_some()
 }
 
 #[cfg(test)]
@@ -100,5 +122,29 @@ mod tests {
             Duration::ZERO,
             || true
         ));
+    }
+
+    #[test]
+    fn poll_returns_the_value_once_there_and_never_waits_without_end() {
+        let mut n = 0;
+        let got = poll(Deadline::never(), Duration::from_millis(1), || {
+            n += 1;
+            (n == 4).then_some(n)
+        });
+        assert_eq!(got, Some(4));
+        assert!(!Deadline::never().passed());
+        assert_eq!(Deadline::within(None).remaining(), Duration::MAX);
+        let start = Instant::now();
+        let none: Option<()> = poll(
+            Deadline::within(Some(Duration::from_millis(20))),
+            Duration::from_secs(10),
+            || None,
+        );
+        assert!(none.is_none());
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(20) && waited < Duration::from_secs(5),
+            "a long pause is cut at the deadline: {waited:?}"
+        );
     }
 }

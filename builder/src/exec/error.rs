@@ -10,23 +10,25 @@ use crate::source::SourceError;
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A step of a service failed.
-    #[error("service `{service}`, step `{step}`: {cause}")]
+    #[error("service `{service}`, step `{step}`")]
     Step {
         /// The app.
         service: String,
         /// The step (`dependencies`, `code`, `flavor`, `hook`, `config`).
         step: &'static str,
         /// What went wrong.
+        #[source]
         cause: StepFailure,
     },
     /// Outside any step: the base image, the lock, the final image, the tag or the cache.
-    #[error("service `{service}`: {what}: {cause}")]
+    #[error("service `{service}`: {what}")]
     Service {
         /// The app.
         service: String,
         /// What was being done.
         what: &'static str,
         /// What went wrong.
+        #[source]
         cause: StepFailure,
     },
     /// A base image named in kiln.toml is not in the store.
@@ -48,7 +50,7 @@ pub enum StepFailure {
     #[error(transparent)]
     Store(#[from] kiln_overlay::Error),
     /// The runtime could not run the step's container.
-    #[error("container: {0}")]
+    #[error("container")]
     Runtime(#[from] kiln_runtime::Error),
     /// The build sandbox could not run the step.
     #[error(transparent)]
@@ -60,7 +62,7 @@ pub enum StepFailure {
     #[error(transparent)]
     Cache(#[from] CacheError),
     /// A file operation of the executor failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,

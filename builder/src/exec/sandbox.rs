@@ -106,9 +106,7 @@ pub(crate) fn run_step(
         cwd: PathBuf::from(&step.workdir),
         user: (0, 0),
         network: step.network,
-        mounts: sandbox::bind(log.host_path(), LOG_IN_CONTAINER, false)
-            .into_iter()
-            .collect(),
+        mounts: vec![sandbox::bind(log.host_path(), LOG_IN_CONTAINER, false)],
         timeout: Some(Duration::from_secs(step.timeout_secs)),
     };
     let mut ticked = Instant::now();

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// The runtime could not create, start, signal or delete the step's container.
-    #[error("container: {0}")]
+    #[error("container")]
     Runtime(#[from] kiln_runtime::Error),
     /// Mounting the step's overlay failed.
     #[error(transparent)]
     Store(#[from] kiln_overlay::Error),
     /// A file or mount operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,

@@ -10,17 +10,19 @@ mod error;
 mod net;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_overlay::{mount_overlay, OverlayMount, Upper};
 use kiln_runtime::{Container, CreateOptions, Runtime};
+use kiln_util::oci;
+pub(crate) use kiln_util::oci::{bind, tmpfs};
+use kiln_util::wait::{self, Deadline};
 use nix::mount::{mount, MsFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
-    get_default_mounts, Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, Mount, MountBuilder, RootBuilder,
-    Spec, User,
+    Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType,
+    LinuxResources, Mount, RootBuilder, Spec, User,
 };
 
 use error::io_err;
@@ -32,6 +34,9 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// How long a step waits for kiln's other threads (a joined worker still exiting) to be gone.
 const THREADS_WAIT: Duration = Duration::from_secs(1);
+
+/// How often it looks at the thread count meanwhile.
+const THREADS_POLL: Duration = Duration::from_millis(1);
 
 /// Capabilities of a step's root processes: what a package manager running as root in a
 /// throwaway rootfs needs, nothing that reaches past that rootfs.
@@ -157,48 +162,15 @@ fn finish_mount(mount: OverlayMount) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// A bind mount of `source` at `dest`.
-pub(crate) fn bind(source: &Path, dest: &str, read_only: bool) -> Option<Mount> {
-    let mut options = vec!["rbind".to_string()];
-    if read_only {
-        options.push("ro".to_string());
-    }
-    MountBuilder::default()
-        .destination(dest)
-        .typ("bind")
-        .source(source)
-        .options(options)
-        .build()
-        .ok()
-}
-
-/// A tmpfs at `dest` with `mode`.
-pub(crate) fn tmpfs(dest: &str, mode: &str) -> Option<Mount> {
-    MountBuilder::default()
-        .destination(dest)
-        .typ("tmpfs")
-        .source("tmpfs")
-        .options(vec![
-            "nosuid".to_string(),
-            "nodev".to_string(),
-            format!("mode={mode}"),
-        ])
-        .build()
-        .ok()
-}
-
 /// The job's mounts: the standard ones (no cgroup fs), the job's own, and with network a
 /// resolver config naming slirp's DNS forwarder (the host's nameserver is not reachable as such).
 fn mounts(job: &Job<'_>) -> Result<Vec<Mount>, SandboxError> {
-    let mut mounts: Vec<Mount> = get_default_mounts()
-        .into_iter()
-        .filter(|m| m.typ().as_deref() != Some("cgroup"))
-        .collect();
+    let mut mounts = oci::standard_mounts();
     mounts.extend(job.mounts.iter().cloned());
     if job.network {
         let resolv = job.bundle.join("resolv.conf");
         std::fs::write(&resolv, net::RESOLV_CONF).map_err(io_err("write", &resolv))?;
-        mounts.extend(bind(&resolv, "/etc/resolv.conf", true));
+        mounts.push(bind(&resolv, "/etc/resolv.conf", true));
     }
     Ok(mounts)
 }
@@ -311,17 +283,13 @@ fn spec(job: &Job<'_>, root: &Path, mounts: Vec<Mount>) -> Result<Spec, SandboxE
             .map_err(oci)?,
     ));
     spec.set_mounts(Some(mounts));
-    let namespaces = [
+    let namespaces = oci::new_namespaces(&[
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Network,
-    ]
-    .into_iter()
-    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(oci)?;
+    ]);
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces));
     linux.set_seccomp(Some(
@@ -347,16 +315,13 @@ fn thread_count() -> Option<u32> {
 /// Waits (briefly) until kiln is single-threaded: the runtime clones the container's init from
 /// this process, and a clone next to a running thread could inherit a lock it holds.
 fn ensure_single_threaded() -> Result<(), SandboxError> {
-    let deadline = Instant::now() + THREADS_WAIT;
-    loop {
-        match thread_count() {
-            None | Some(1) => return Ok(()),
-            Some(count) if Instant::now() >= deadline => {
-                return Err(SandboxError::Threads { count })
-            }
-            Some(_) => std::thread::sleep(Duration::from_millis(1)),
-        }
+    let alone = || matches!(thread_count(), None | Some(1));
+    if wait::until(Deadline::after(THREADS_WAIT), THREADS_POLL, alone) {
+        return Ok(());
     }
+    Err(SandboxError::Threads {
+        count: thread_count().unwrap_or(0),
+    })
 }
 
 /// Deletes the container (killing what is left) when dropped.
@@ -398,29 +363,27 @@ fn run_container(
     };
     container.start()?;
     let pid = Pid::from_raw(pid);
-    let deadline = job.timeout.map(|t| Instant::now() + t);
-    let outcome = loop {
+    let exited = wait::poll(Deadline::within(job.timeout), POLL, || {
         watch();
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => break Outcome::Exited(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => break Outcome::Exited(128 + sig as i32),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(errno) => {
-                return Err(SandboxError::Wait {
-                    pid: pid.as_raw(),
-                    errno,
-                })
-            }
+            Ok(WaitStatus::Exited(_, code)) => Some(Ok(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(Ok(128 + sig as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => None,
+            Err(errno) => Some(Err(SandboxError::Wait {
+                pid: pid.as_raw(),
+                errno,
+            })),
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+    });
+    let outcome = match exited {
+        Some(code) => Outcome::Exited(code?),
+        None => {
             if let Some(c) = guard.0.as_ref() {
                 let _ = c.kill(libc::SIGKILL, true);
                 let _ = waitpid(pid, None);
             }
-            break Outcome::TimedOut;
+            Outcome::TimedOut
         }
-        std::thread::sleep(POLL);
     };
     watch();
     if let Some(c) = guard.0.take() {
@@ -438,8 +401,8 @@ mod tests {
     fn missing_mount_points_list_missing_parents_deepest_first() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("proc")).unwrap();
-        let mut mounts = get_default_mounts();
-        mounts.extend(bind(Path::new("/dev/null"), "/etc/resolv.conf", true));
+        let mut mounts = oci::standard_mounts();
+        mounts.push(bind(Path::new("/dev/null"), "/etc/resolv.conf", true));
         let missing = missing_mount_points(t.path(), &mounts);
         assert!(!missing
             .iter()

@@ -40,7 +40,7 @@ pub enum VendorError {
         recipe: String,
     },
     /// An apt command could not be started.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}")]
     AptSpawn {
         /// The program.
         program: String,
@@ -110,7 +110,7 @@ pub enum VendorError {
         reason: String,
     },
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done (e.g. "write", "mkdir").
         op: &'static str,
@@ -128,7 +128,7 @@ pub enum VendorError {
         reason: String,
     },
     /// The build sandbox could not run a `run` step.
-    #[error("run step {args:?}: {source}")]
+    #[error("run step {args:?}")]
     Sandbox {
         /// The step's command line.
         args: Vec<String>,

@@ -64,13 +64,10 @@ pub fn run(step: &RunStep, ov: &Overlay, scratch: &Path) -> Result<()> {
         cwd: PathBuf::from("/"),
         user: (uid, gid),
         network: false,
-        mounts: [
+        mounts: vec![
             sandbox::tmpfs("/tmp", "1777"),
             sandbox::tmpfs("/run", "755"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        ],
         timeout: None,
     };
     match sandbox::run(&job, &mut || {}) {

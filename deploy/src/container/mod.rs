@@ -15,15 +15,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kiln_overlay::idmap::{IdmappedMount, UserNs};
 use kiln_runtime::{CreateOptions, Runtime, Spec};
+use kiln_util::wait::{self, Deadline};
 use serde::{Deserialize, Serialize};
 
 use super::atomic;
-use super::error::DeployError;
+use super::error::{DeployError, ExecError};
 use super::layout;
 use super::process::ProcessRef;
 
 /// How many lines of output a failure shows.
 const TAIL_LINES: usize = 20;
+
+/// How often a wait for a container's process (or a `kiln exec`) looks again.
+const POLL: Duration = Duration::from_millis(5);
 
 /// What kiln keeps of a container so it can start it again (env start, rollback).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -298,28 +302,18 @@ pub fn stop(runtime: &Runtime, dir: &Path, id: &str, grace: Duration) -> Result<
 /// Waits up to `timeout` for `pid` to end, reaping it when it is our child.
 fn reap(pid: i32, timeout: Duration) {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    let deadline = std::time::Instant::now() + timeout;
     let p = nix::unistd::Pid::from_raw(pid);
-    loop {
+    wait::until(Deadline::after(timeout), POLL, || {
         match waitpid(p, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {}
-            Ok(_) => return,
-            Err(_) => {
-                // Not our child: watch /proc instead.
-                let gone = u32::try_from(pid)
-                    .ok()
-                    .and_then(ProcessRef::of)
-                    .is_none_or(|r| !r.alive());
-                if gone {
-                    return;
-                }
-            }
+            Ok(WaitStatus::StillAlive) => false,
+            Ok(_) => true,
+            // Not our child: watch /proc instead.
+            Err(_) => u32::try_from(pid)
+                .ok()
+                .and_then(ProcessRef::of)
+                .is_none_or(|r| !r.alive()),
         }
-        if std::time::Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    });
 }
 
 /// Stops the container and removes its directory.
@@ -419,16 +413,15 @@ pub fn file_len(path: &Path) -> u64 {
 }
 
 /// Runs `command` (through /bin/sh) in container `id`, its output appended to the container's
-/// log; after `timeout` the command and every process it started are killed. Err says how it
-/// failed.
+/// log; after `timeout` the command and every process it started are killed.
 pub fn run_in(
     kiln_bin: &Path,
     runtime_root: &Path,
     id: &str,
     command: &str,
     timeout: Duration,
-) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+) -> Result<(), ExecError> {
+    let dir = tempfile::tempdir().map_err(ExecError::TempDir)?;
     let pid_file = dir.path().join("pid");
     let script = format!(
         "exec >>{log} 2>&1 </dev/null; exec /bin/sh -c \"$0\"",
@@ -445,25 +438,26 @@ pub fn run_in(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running {}: {e}", kiln_bin.display()))?;
-    let deadline = std::time::Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if std::time::Instant::now() >= deadline && !timed_out => {
-                timed_out = true;
-                if let Some(pid) = std::fs::read_to_string(&pid_file)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u32>().ok())
-                {
-                    crate::process::kill_tree(pid);
-                }
-                // No pid yet: the exec itself hangs; it goes with the kiln exec process.
-                let _ = child.kill();
+        .map_err(|source| ExecError::Spawn {
+            bin: kiln_bin.to_path_buf(),
+            source,
+        })?;
+    let exited = wait::poll(Deadline::after(timeout), POLL, || {
+        child.try_wait().transpose()
+    });
+    let status = match exited {
+        Some(status) => status.map_err(ExecError::Wait)?,
+        None => {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                crate::process::kill_tree(pid);
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("waiting for kiln exec: {e}")),
+            // No pid yet: the exec itself hangs; it goes with the kiln exec process.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ExecError::TimedOut { after: timeout });
         }
     };
     let mut err = String::new();
@@ -471,19 +465,11 @@ pub fn run_in(
         let _ = e.read_to_string(&mut err);
     }
     match status.code() {
-        _ if timed_out => Err(format!("timed out after {} (killed)", seconds(timeout))),
         Some(0) => Ok(()),
-        Some(code) if err.trim().is_empty() => Err(format!("exited with status {code}")),
-        Some(code) => Err(format!("exited with status {code}: {}", err.trim())),
-        None => Err("killed by a signal".to_string()),
-    }
-}
-
-/// `3 s`, or `0.25 s` for a fraction.
-fn seconds(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.2} s", d.as_secs_f64())
+        Some(code) => Err(ExecError::Exited {
+            code,
+            stderr: err.trim().to_string(),
+        }),
+        None => Err(ExecError::Signaled),
     }
 }

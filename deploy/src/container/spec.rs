@@ -10,9 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+use kiln_util::oci;
 use oci_spec::runtime::{
-    get_default_mounts, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount,
-    MountBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxIdMappingBuilder, LinuxNamespaceType, Mount, RootBuilder, Spec, UserBuilder,
 };
 
 use crate::env_state::IdRange;
@@ -75,19 +75,6 @@ pub fn wrapped(args: &[String]) -> Vec<String> {
     out
 }
 
-/// A bind mount.
-fn bind(source: &Path, dest: &str, ro: bool) -> Result<Mount, String> {
-    let mut options = vec!["rbind".to_string()];
-    options.push(if ro { "ro" } else { "rw" }.to_string());
-    MountBuilder::default()
-        .destination(dest)
-        .typ("bind")
-        .source(source)
-        .options(options)
-        .build()
-        .map_err(|e| e.to_string())
-}
-
 /// The mount points (paths in the container) the spec needs beyond the image's own dirs.
 pub fn mount_points(c: &ContainerSpec) -> Vec<String> {
     c.volumes.iter().map(|(_, dest)| dest.clone()).collect()
@@ -95,11 +82,10 @@ pub fn mount_points(c: &ContainerSpec) -> Vec<String> {
 
 /// Builds the OCI config.
 pub fn build(c: &ContainerSpec) -> Result<Spec, DeployError> {
-    let bad = |m: String| DeployError::Config {
+    let invalid = |e: oci_spec::OciSpecError| DeployError::Config {
         service: c.service.clone(),
-        message: m,
+        message: e.to_string(),
     };
-    let oci = |e: oci_spec::OciSpecError| bad(e.to_string());
     let mut spec = Spec::default();
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(wrapped(&c.args)));
@@ -111,7 +97,7 @@ pub fn build(c: &ContainerSpec) -> Result<Spec, DeployError> {
             .uid(c.user.0)
             .gid(c.user.1)
             .build()
-            .map_err(oci)?,
+            .map_err(invalid)?,
     );
     spec.set_process(Some(process));
     spec.set_hostname(Some(c.hostname.clone()));
@@ -120,63 +106,35 @@ pub fn build(c: &ContainerSpec) -> Result<Spec, DeployError> {
             .path(&c.rootfs)
             .readonly(true)
             .build()
-            .map_err(oci)?,
+            .map_err(invalid)?,
     ));
-    let mut mounts: Vec<Mount> = get_default_mounts()
+    let mut mounts: Vec<Mount> = oci::standard_mounts()
         .into_iter()
-        .filter(|m| m.typ().as_deref() != Some("cgroup"))
         .filter(|m| c.id_map.is_none() || m.typ().as_deref() != Some("sysfs"))
         .collect();
-    mounts.push(
-        MountBuilder::default()
-            .destination("/tmp")
-            .typ("tmpfs")
-            .source("tmpfs")
-            .options(vec![
-                "nosuid".to_string(),
-                "nodev".to_string(),
-                "mode=1777".to_string(),
-            ])
-            .build()
-            .map_err(oci)?,
-    );
-    mounts.push(bind(&c.hosts, "/etc/hosts", true).map_err(bad)?);
-    mounts.push(bind(&c.log, LOG_IN_CONTAINER, false).map_err(bad)?);
+    mounts.push(oci::tmpfs("/tmp", "1777"));
+    mounts.push(oci::bind(&c.hosts, "/etc/hosts", true));
+    mounts.push(oci::bind(&c.log, LOG_IN_CONTAINER, false));
     for (src, dest) in &c.volumes {
-        mounts.push(bind(src, dest, false).map_err(bad)?);
+        mounts.push(oci::bind(src, dest, false));
     }
     spec.set_mounts(Some(mounts));
-    let mut namespaces = [
+    let mut namespaces = oci::new_namespaces(&[
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
-    ]
-    .into_iter()
-    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(oci)?;
-    namespaces.push(
-        LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Network)
-            .path(&c.netns)
-            .build()
-            .map_err(oci)?,
-    );
+    ]);
+    namespaces.push(oci::join_namespace(LinuxNamespaceType::Network, &c.netns));
     let mut linux = spec.linux().clone().unwrap_or_default();
     if let Some(ids) = c.id_map {
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::User)
-                .build()
-                .map_err(oci)?,
-        );
+        namespaces.extend(oci::new_namespaces(&[LinuxNamespaceType::User]));
         let map = LinuxIdMappingBuilder::default()
             .container_id(0u32)
             .host_id(ids.host)
             .size(ids.size)
             .build()
-            .map_err(oci)?;
+            .map_err(invalid)?;
         linux.set_uid_mappings(Some(vec![map]));
         linux.set_gid_mappings(Some(vec![map]));
     }
@@ -184,7 +142,7 @@ pub fn build(c: &ContainerSpec) -> Result<Spec, DeployError> {
     linux.set_resources(None);
     linux.set_cgroups_path(Some(PathBuf::from(&c.cgroup)));
     spec.set_linux(Some(linux));
-    kiln_runtime::hardening::harden(&mut spec).map_err(oci)?;
+    kiln_runtime::hardening::harden(&mut spec).map_err(invalid)?;
     Ok(spec)
 }
 

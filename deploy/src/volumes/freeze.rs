@@ -1,14 +1,21 @@
 //! Keeping a parent environment still while its volumes are cloned.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use kiln_runtime::cgroups::{self, ContainerCgroup};
+use kiln_util::wait::{self, Deadline};
+
+use crate::error::FreezeError;
+
+/// How often a freeze looks whether the cgroups got there.
+const POLL: Duration = Duration::from_millis(2);
 
 /// Freezes and thaws the processes writing to the volumes being cloned.
 pub trait Freezer {
     /// Stops them (every process of the parent's containers), returning once they are stopped.
-    fn freeze(&mut self) -> Result<(), String>;
+    fn freeze(&mut self) -> Result<(), FreezeError>;
     /// Lets them run again.
-    fn thaw(&mut self) -> Result<(), String>;
+    fn thaw(&mut self) -> Result<(), FreezeError>;
 }
 
 /// For a parent with nothing running (or when consistency is not needed).
@@ -16,92 +23,86 @@ pub trait Freezer {
 pub struct NoFreezer;
 
 impl Freezer for NoFreezer {
-    fn freeze(&mut self) -> Result<(), String> {
+    fn freeze(&mut self) -> Result<(), FreezeError> {
         Ok(())
     }
 
-    fn thaw(&mut self) -> Result<(), String> {
+    fn thaw(&mut self) -> Result<(), FreezeError> {
         Ok(())
     }
 }
 
-/// Freezes cgroup v1 freezer cgroups (the parent's containers' cgroups) via `freezer.state`.
+/// Freezes the freezer cgroups of the parent's containers through the runtime's cgroups
+/// (`kiln pause` freezes the same way), named by the keys the runtime records for them.
 #[derive(Debug, Clone)]
 pub struct CgroupFreezer {
-    /// Freezer cgroup directories (e.g. `/sys/fs/cgroup/freezer/kiln/<container>`).
-    pub cgroups: Vec<PathBuf>,
+    /// The cgroups, as the runtime's container state names them (`kiln/<container>`, or the
+    /// JSON form where a hierarchy nests under kiln's own cgroup).
+    pub cgroups: Vec<String>,
     /// How long to wait for a cgroup to report FROZEN.
     pub timeout: Duration,
 }
 
 impl CgroupFreezer {
     /// Freezes these cgroups, waiting up to 5 s each.
-    pub fn new(cgroups: Vec<PathBuf>) -> Self {
+    pub fn new(cgroups: Vec<String>) -> Self {
         Self {
             cgroups,
             timeout: Duration::from_secs(5),
         }
     }
 
-    /// Writes `state` to every cgroup and waits until each reports it.
-    fn set(&self, state: &str) -> Result<(), String> {
-        for cg in &self.cgroups {
-            write_state(cg, state)?;
+    /// Freezes (or thaws) every cgroup, then waits until each reports it.
+    fn set(&self, frozen: bool) -> Result<(), FreezeError> {
+        let handles: Vec<ContainerCgroup> = self
+            .cgroups
+            .iter()
+            .map(|k| ContainerCgroup::load(k))
+            .collect();
+        for cg in &handles {
+            if frozen {
+                cg.freeze()?;
+            } else {
+                cg.thaw()?;
+            }
         }
-        for cg in &self.cgroups {
-            wait_state(cg, state, self.timeout)?;
+        for cg in &handles {
+            // Reading the state moves a FREEZING cgroup on to FROZEN.
+            let there = || cgroups::frozen(cg) == frozen;
+            if !wait::until(Deadline::after(self.timeout), POLL, there) {
+                return Err(FreezeError::Timeout {
+                    cgroup: cg.key().to_string(),
+                    state: if frozen { "frozen" } else { "thawed" },
+                    waited: self.timeout,
+                });
+            }
         }
         Ok(())
     }
 }
 
 impl Freezer for CgroupFreezer {
-    fn freeze(&mut self) -> Result<(), String> {
-        let frozen = self.set("FROZEN");
+    fn freeze(&mut self) -> Result<(), FreezeError> {
+        let frozen = self.set(true);
         if frozen.is_err() {
             // Best effort: a half-frozen parent must not stay frozen; the freeze error is reported.
-            let _ = self.set("THAWED");
+            let _ = self.set(false);
         }
         frozen
     }
 
-    fn thaw(&mut self) -> Result<(), String> {
-        self.set("THAWED")
-    }
-}
-
-/// Writes a freezer state.
-fn write_state(cgroup: &Path, state: &str) -> Result<(), String> {
-    let file = cgroup.join("freezer.state");
-    std::fs::write(&file, state).map_err(|e| format!("writing {state} to {}: {e}", file.display()))
-}
-
-/// Waits until the freezer reports `state` (reading it moves FREEZING on to FROZEN).
-fn wait_state(cgroup: &Path, state: &str, timeout: Duration) -> Result<(), String> {
-    let file = cgroup.join("freezer.state");
-    let deadline = Instant::now() + timeout;
-    loop {
-        let now = std::fs::read_to_string(&file)
-            .map_err(|e| format!("reading {}: {e}", file.display()))?;
-        if now.trim() == state {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{} still {} after {timeout:?}",
-                file.display(),
-                now.trim()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    fn thaw(&mut self) -> Result<(), FreezeError> {
+        self.set(false)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::*;
 
-    /// A freezer cgroup holding one `sleep`, removed on drop.
+    /// A freezer cgroup holding one `sleep`, thawed and removed on drop.
     struct Frozen {
         dir: PathBuf,
         child: std::process::Child,
@@ -109,7 +110,7 @@ mod tests {
 
     impl Drop for Frozen {
         fn drop(&mut self) {
-            let _ = write_state(&self.dir, "THAWED");
+            let _ = std::fs::write(self.dir.join("freezer.state"), "THAWED");
             let _ = self.child.kill();
             let _ = self.child.wait();
             let _ = std::fs::remove_dir(&self.dir);
@@ -120,10 +121,15 @@ mod tests {
     fn a_cgroup_freezer_freezes_and_thaws_its_processes() {
         let root = Path::new("/sys/fs/cgroup/freezer");
         if !root.join("cgroup.procs").exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no cgroup v1 freezer here"
+            );
             eprintln!("skipped: no cgroup v1 freezer here");
             return;
         }
-        let dir = root.join(format!("kiln-test-freeze-{}", std::process::id()));
+        let name = format!("kiln-test-freeze-{}", std::process::id());
+        let dir = root.join(&name);
         std::fs::create_dir(&dir).expect("mkdir cgroup");
         let child = std::process::Command::new("sleep")
             .arg("60")
@@ -131,15 +137,17 @@ mod tests {
             .expect("spawn sleep");
         let cg = Frozen { dir, child };
         std::fs::write(cg.dir.join("cgroup.procs"), cg.child.id().to_string()).expect("join");
-        let mut f = CgroupFreezer::new(vec![cg.dir.clone()]);
+        let mut f = CgroupFreezer::new(vec![name.clone()]);
         f.freeze().expect("freeze");
         let state = |p: &Path| std::fs::read_to_string(p.join("freezer.state")).expect("state");
         assert_eq!(state(&cg.dir).trim(), "FROZEN");
         f.thaw().expect("thaw");
         assert_eq!(state(&cg.dir).trim(), "THAWED");
-        let err = CgroupFreezer::new(vec![cg.dir.join("missing")])
+        let missing = format!("{name}/missing");
+        let err = CgroupFreezer::new(vec![missing.clone()])
             .freeze()
             .expect_err("no such cgroup");
-        assert!(err.contains("missing/freezer.state"), "{err}");
+        let text = kiln_util::error::chain(&err);
+        assert!(text.contains(&missing), "{text}");
     }
 }

@@ -117,12 +117,12 @@ fn stage(
     tmp: &Path,
     freezer: &mut dyn Freezer,
 ) -> Result<CloneReport, DeployError> {
-    let freeze_err = |action, message| DeployError::Freeze {
+    let freeze_err = |action, source| DeployError::Freeze {
         action,
         env: parent.to_string(),
-        message,
+        source,
     };
-    freezer.freeze().map_err(|m| freeze_err("freeze", m))?;
+    freezer.freeze().map_err(|e| freeze_err("freeze", e))?;
     let mut report = CloneReport::default();
     let copied = names
         .iter()
@@ -178,6 +178,7 @@ fn add(a: &mut CopyStats, b: &CopyStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::FreezeError;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
     #[test]
@@ -249,10 +250,14 @@ mod tests {
     struct Refuses;
 
     impl Freezer for Refuses {
-        fn freeze(&mut self) -> Result<(), String> {
-            Err("cgroup gone".into())
+        fn freeze(&mut self) -> Result<(), FreezeError> {
+            Err(FreezeError::Timeout {
+                cgroup: "kiln/gone".into(),
+                state: "frozen",
+                waited: std::time::Duration::ZERO,
+            })
         }
-        fn thaw(&mut self) -> Result<(), String> {
+        fn thaw(&mut self) -> Result<(), FreezeError> {
             Ok(())
         }
     }
@@ -262,10 +267,10 @@ mod tests {
         let store = tempfile::tempdir().expect("tempdir");
         ensure(store.path(), "main", "v").expect("volume");
         let err = clone_from(store.path(), "main", "b", &["v".into()], &mut Refuses)
-            .expect_err("refused")
-            .to_string();
+            .expect_err("refused");
+        let err = kiln_util::error::chain(&err);
         assert!(
-            err.contains("freeze") && err.contains("main") && err.contains("cgroup gone"),
+            err.contains("freeze") && err.contains("main") && err.contains("kiln/gone"),
             "{err}"
         );
         assert!(list(store.path(), "b").expect("list").is_empty());
