@@ -8,7 +8,7 @@ use std::process::ExitCode;
 /// Verbs that never clone a container process: they skip the sealed re-exec.
 const NO_CLONE: &[&str] = &[
     "start", "state", "kill", "delete", "ps", "pause", "resume", "list", "spec", "features",
-    "events", "image", "net", "logs", "help",
+    "events", "image", "net", "logs", "help", "push", "pull", "export",
 ];
 
 /// Global flags that take their value as the next argument.

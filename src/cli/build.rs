@@ -61,6 +61,13 @@ struct BuildArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// After the build, push each service's image to REGISTRY/<project>/<service>:<commit>
+    /// (host[:port][/prefix]; default: `[registry] url` in kiln.toml, if set).
+    #[arg(long, value_name = "REGISTRY")]
+    push: Option<String>,
+    /// How to reach registries (`--push`, and `base` images pulled from a registry).
+    #[command(flatten)]
+    remote: super::registry::RemoteArgs,
 }
 
 /// Runs `kiln build`.
@@ -92,11 +99,36 @@ fn build(global: &Global, args: BuildArgs) -> Result<()> {
         pr: args.pr_base.zip(args.pr_head),
         pr_title: args.pr_title,
     };
-    let report = build_project(global, &repo_path, &rev)?;
+    let store = open_store(global)?;
+    let (project, report) = build_project(global, &store, &repo_path, &rev, &args.remote)?;
+    let config = project.config.registry.as_ref();
+    let pushed = match args.push.as_deref().or(config.map(|r| r.url.as_str())) {
+        Some(registry) => {
+            let opts = args.remote.options_with(config)?;
+            super::registry::push_services(&store, &report, registry, &opts)
+                .with_context(|| format!("pushing the built images to {registry}"))?
+        }
+        None => Vec::new(),
+    };
     if args.json {
-        print_json(&report)?;
+        let mut doc = serde_json::to_value(&report)?;
+        for (service, r) in &pushed {
+            if let Some(s) = doc["services"]
+                .as_array_mut()
+                .and_then(|v| v.iter_mut().find(|s| s["service"] == service.as_str()))
+            {
+                s["pushed"] = serde_json::to_value(r)?;
+            }
+        }
+        print_json(&doc)?;
     } else {
         print_summary(&report);
+        for (service, r) in &pushed {
+            println!(
+                "{service}\tpushed {}@{} ({} blobs, {} bytes uploaded)",
+                r.reference, r.digest, r.uploaded_blobs, r.uploaded_bytes
+            );
+        }
     }
     Ok(())
 }
@@ -107,20 +139,35 @@ pub(super) fn open_store(global: &Global) -> Result<Store> {
 }
 
 /// Loads the project at `rev` from the repository and builds every app (cache hits cost
-/// nothing), showing progress on a terminal.
+/// nothing), showing progress on a terminal. A `base` that is a registry reference missing
+/// from the store is pulled (tagged with the reference) and the build retried.
 fn build_project(
     global: &Global,
+    store: &Store,
     repo_path: &std::path::Path,
     rev: &Revision,
-) -> Result<BuildReport> {
-    let store = open_store(global)?;
-    let mut progress = Display::new();
-    let built = build_revision(&store, &global.root, repo_path, rev, &mut progress);
-    progress.clear();
-    Ok(built?.1)
+    remote: &super::registry::RemoteArgs,
+) -> Result<(kiln_builder::project::Project, BuildReport)> {
+    let mut pulled: Vec<String> = Vec::new();
+    loop {
+        let mut progress = Display::new();
+        let built = build_revision(store, &global.root, repo_path, rev, &mut progress);
+        progress.clear();
+        match built {
+            Ok(done) => return Ok(done),
+            Err(e) => match super::registry::missing_registry_base(&e) {
+                Some(base) if !pulled.contains(&base) => {
+                    super::registry::pull_base(store, &base, &remote.options()?)
+                        .with_context(|| format!("pulling base image {base}"))?;
+                    pulled.push(base);
+                }
+                _ => return Err(e.into()),
+            },
+        }
+    }
 }
 
-fn print_json(report: &BuildReport) -> Result<()> {
+fn print_json(report: &impl serde::Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, report)?;
     writeln!(out)?;

@@ -7,8 +7,12 @@ mod build;
 mod container;
 mod deploy;
 mod env;
+mod export;
 mod image;
 mod net;
+mod pull;
+mod push;
+mod registry;
 mod router;
 mod vendor;
 
@@ -80,6 +84,13 @@ pub enum Command {
     Logs(deploy::LogsArgs),
     /// A shell (or a command) in a service's running container.
     Shell(deploy::ShellArgs),
+    /// Push an image from the store to an OCI registry (host[:port]/repository:tag).
+    Push(push::PushArgs),
+    /// Pull an image from an OCI registry into the store.
+    Pull(pull::PullArgs),
+    /// An environment as objects for another engine (`kiln export kubernetes`).
+    #[command(subcommand)]
+    Export(export::ExportCmd),
     /// An environment's router process (internal: started by deploy and `kiln env router`).
     #[command(hide = true)]
     Router(router::RouterArgs),
@@ -130,6 +141,9 @@ pub fn main() -> ExitCode {
         Command::Deploy(args) => deploy::deploy(&cli.global, args),
         Command::Logs(args) => deploy::logs(&cli.global, args),
         Command::Shell(args) => deploy::shell(&cli.global, args),
+        Command::Push(args) => push::main(&cli.global, args),
+        Command::Pull(args) => pull::main(&cli.global, args),
+        Command::Export(cmd) => export::main(&cli.global, cmd),
         Command::Router(args) => router::run(&cli.global, args),
     }
 }

@@ -139,7 +139,7 @@ fn measure(
 }
 
 /// A code-only change: a new file in the app's folder (`web/` for examples/shop).
-fn change_code(repo: &Path, i: usize) -> Result<()> {
+pub(super) fn change_code(repo: &Path, i: usize) -> Result<()> {
     let app = ["web", "app", "."]
         .iter()
         .map(|d| repo.join(d))
@@ -151,7 +151,7 @@ fn change_code(repo: &Path, i: usize) -> Result<()> {
 
 /// A fresh store holding the base images: a copy of the bases store's OCI layout (no
 /// snapshots, no build cache).
-fn seed_store(bases: &Path, store: &Path) -> Result<()> {
+pub(super) fn seed_store(bases: &Path, store: &Path) -> Result<()> {
     std::fs::create_dir_all(store)?;
     let status = Command::new("cp")
         .arg("-a")

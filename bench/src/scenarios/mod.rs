@@ -7,6 +7,7 @@ mod layer;
 mod lifecycle;
 mod net;
 mod project;
+mod registry;
 mod unpack;
 
 use anyhow::Result;
@@ -46,6 +47,10 @@ const ALL: &[Scenario] = &[
     Scenario {
         name: "build",
         run: build::run,
+    },
+    Scenario {
+        name: "registry",
+        run: registry::run,
     },
 ];
 

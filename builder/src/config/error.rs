@@ -32,6 +32,9 @@ pub enum Problem {
     /// A source folder that is not a clean relative path.
     #[error("`{0}` is not a folder of the repository: use a relative path without `..`, `.` or empty parts (or `.` for the root)")]
     BadSource(String),
+    /// A registry reference (`base` or `[registry] url`) that kiln cannot use.
+    #[error("`{0}` is not a usable registry reference: {1}")]
+    BadRegistryReference(String, &'static str),
     /// A relationship value not of the form `service` or `service:endpoint`.
     #[error("`{0}` is not of the form \"service\" or \"service:endpoint\"")]
     BadRelationship(String),

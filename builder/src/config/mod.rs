@@ -10,9 +10,9 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors, Problem};
 pub use locate::{position_of, Position};
 pub use model::{
-    App, Build, Deploy, Endpoint, Flavor, ImageService, Mount, PackageManager, ProjectConfig,
-    Relationship, Security, Service, ServiceKind, APP_ROOT, DEFAULT_HEALTH_TIMEOUT_SECS,
-    DEFAULT_HOOK_TIMEOUT_SECS, DEFAULT_STOP_GRACE_SECS,
+    is_registry_reference, App, Build, Deploy, Endpoint, Flavor, ImageService, Mount,
+    PackageManager, ProjectConfig, Registry, Relationship, Security, Service, ServiceKind,
+    APP_ROOT, DEFAULT_HEALTH_TIMEOUT_SECS, DEFAULT_HOOK_TIMEOUT_SECS, DEFAULT_STOP_GRACE_SECS,
 };
 pub use size::parse_size;
 

@@ -21,6 +21,26 @@ pub struct ProjectConfig {
     pub project: String,
     /// Every service, apps and image services, by name.
     pub services: BTreeMap<String, Service>,
+    /// `[registry]`: where `kiln build` pushes each service's image (None: nowhere).
+    pub registry: Option<Registry>,
+}
+
+/// `[registry]`: `url = "host[:port][/prefix]"`; each image goes to `url/<project>/<service>:<commit>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Registry {
+    /// host[:port][/path prefix].
+    pub url: String,
+    /// A PEM CA file to trust for it (relative to the working directory of `kiln build`).
+    pub ca: Option<String>,
+    /// Speak plain HTTP to it.
+    pub plain_http: bool,
+}
+
+/// Whether a `base` names an image in a registry (`host[:port]/repo[:tag][@sha256:…]`, the host
+/// having a `.` or `:` or being `localhost`) rather than one in the store.
+pub fn is_registry_reference(base: &str) -> bool {
+    base.split_once('/')
+        .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
 }
 
 /// One entry of `[services]`: what both kinds share, plus the kind.

@@ -13,6 +13,17 @@ pub(crate) struct RawProject {
     pub project: String,
     #[serde(default)]
     pub services: BTreeMap<String, RawService>,
+    pub registry: Option<RawRegistry>,
+}
+
+/// `[registry]`: where `kiln build` pushes each service's image after a build.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistry {
+    pub url: String,
+    pub ca: Option<String>,
+    #[serde(default)]
+    pub plain_http: bool,
 }
 
 /// One `[services.<name>]` table: an app (base + source) or a service (image); validation decides.

@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 
 use super::error::Problem;
 use super::model::{
-    App, Build, Deploy, Endpoint, ImageService, Mount, ProjectConfig, Relationship, Security,
-    Service, ServiceKind, APP_ROOT, DEFAULT_HOOK_TIMEOUT_SECS,
+    is_registry_reference, App, Build, Deploy, Endpoint, ImageService, Mount, ProjectConfig,
+    Registry, Relationship, Security, Service, ServiceKind, APP_ROOT, DEFAULT_HOOK_TIMEOUT_SECS,
 };
-use super::schema::{RawBuild, RawDeploy, RawEndpoint, RawProject, RawService, RawSize};
+use super::schema::{
+    RawBuild, RawDeploy, RawEndpoint, RawProject, RawRegistry, RawService, RawSize,
+};
 use super::size::parse_size;
 
 /// A problem at a key path, before it is located in the text.
@@ -51,10 +53,15 @@ pub(crate) fn validate(raw: RawProject) -> Result<ProjectConfig, Vec<Found>> {
             service.relationships = relationships;
         }
     }
+    let registry = raw
+        .registry
+        .as_ref()
+        .and_then(|r| check_registry(&mut c, r));
     if c.found.is_empty() {
         Ok(ProjectConfig {
             project: raw.project,
             services,
+            registry,
         })
     } else {
         Err(c.found)
@@ -145,6 +152,14 @@ fn check_app(c: &mut Checker, name: &str, svc: &RawService) -> Option<KindAndEnd
         c.report(&["services", name, "endpoints"], Problem::NotForApp);
     }
     let base = required(c, name, "base", svc.base.as_deref());
+    if let Some(b) = base.filter(|b| is_registry_reference(b)) {
+        if let Err(reason) = check_registry_base(b) {
+            c.report(
+                &["services", name, "base"],
+                Problem::BadRegistryReference(b.to_string(), reason),
+            );
+        }
+    }
     let source = required(c, name, "source", svc.source.as_deref());
     let start = required(c, name, "start", svc.start.as_deref());
     if let Some(source) = source {
@@ -543,4 +558,114 @@ fn is_mount_path(path: &str) -> bool {
     path.strip_prefix('/')
         .is_some_and(|rest| rest != "." && is_clean_relative(rest))
         && path != APP_ROOT
+}
+
+/// `[registry] url`: host[:port] and an optional path prefix, no scheme, tag or digest.
+fn check_registry(c: &mut Checker, r: &RawRegistry) -> Option<Registry> {
+    let url = r.url.trim_end_matches('/');
+    let host = url.split('/').next().unwrap_or_default();
+    let reason = if url.contains("://") {
+        Some("give host[:port][/prefix] without a scheme (use plain_http = true for http)")
+    } else if host.is_empty()
+        || url.contains('@')
+        || url.split('/').skip(1).any(|p| p.contains(':'))
+    {
+        Some("expected host[:port][/prefix], without a tag or digest")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        c.report(
+            &["registry", "url"],
+            Problem::BadRegistryReference(r.url.clone(), reason),
+        );
+        return None;
+    }
+    Some(Registry {
+        url: url.to_string(),
+        ca: r.ca.clone(),
+        plain_http: r.plain_http,
+    })
+}
+
+/// A registry `base`: a tag or a full sha256 digest after the repository.
+fn check_registry_base(base: &str) -> Result<(), &'static str> {
+    let (_, path) = base.split_once('/').unwrap_or((base, ""));
+    if let Some((_, digest)) = path.split_once('@') {
+        let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err("a digest is @sha256: and 64 lowercase hex digits");
+        }
+        return Ok(());
+    }
+    let last = path.rsplit('/').next().unwrap_or_default();
+    if path.is_empty() || !last.contains(':') {
+        return Err("name the image by :tag or @sha256:… (host[:port]/repository:tag)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::super::{parse, Problem};
+
+    fn app(base: &str, extra: &str) -> String {
+        format!(
+            "project = \"p\"\n{extra}\n[services.web]\nbase = \"{base}\"\nsource = \".\"\nstart = \"x\"\n"
+        )
+    }
+
+    #[test]
+    fn registry_bases_and_the_registry_table_parse() {
+        let digest = format!("reg.example:5000/library/python@sha256:{}", "a".repeat(64));
+        for base in [
+            "reg.example:5000/library/python:3.12",
+            "localhost/py:1",
+            &digest,
+        ] {
+            let p = parse("kiln.toml", &app(base, "")).unwrap_or_else(|e| panic!("{base}: {e}"));
+            assert_eq!(p.services["web"].app().map(|a| a.base.as_str()), Some(base));
+        }
+        let p = parse(
+            "kiln.toml",
+            &app(
+                "python",
+                "[registry]\nurl = \"127.0.0.1:5000/team/\"\nplain_http = true",
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = p.registry.unwrap_or_else(|| panic!("no registry"));
+        assert_eq!(
+            (r.url.as_str(), r.plain_http),
+            ("127.0.0.1:5000/team", true)
+        );
+    }
+
+    #[test]
+    fn bad_registry_references_name_the_key() {
+        for (text, key) in [
+            (app("reg.example:5000/python", ""), "services.web.base"),
+            (app("reg.example/python@sha256:12", ""), "services.web.base"),
+            (
+                app("python", "[registry]\nurl = \"https://reg.example\""),
+                "registry.url",
+            ),
+            (
+                app("python", "[registry]\nurl = \"reg.example/x:1\""),
+                "registry.url",
+            ),
+        ] {
+            let e = parse("kiln.toml", &text).expect_err(&text);
+            let first = &e.0[0];
+            assert!(
+                matches!(first.problem, Problem::BadRegistryReference(..)),
+                "{text}: {e}"
+            );
+            assert_eq!(first.key, key, "{text}: {e}");
+        }
+    }
 }
