@@ -71,6 +71,8 @@ pub(crate) struct RunContext<'a> {
     pub id: String,
     /// The env of every process (base image env with the plan's env over it), `K=V`.
     pub env: Vec<String>,
+    /// Mounts beyond the build log (the host's CA bundle, when the step gets it).
+    pub mounts: Vec<oci_spec::runtime::Mount>,
 }
 
 /// Runs `step` over `lowers` (bottom first); returns the scratch whose upper dir holds its changes.
@@ -108,6 +110,7 @@ pub(crate) fn run_step(
         network: step.network,
         mounts: sandbox::bind(log.host_path(), LOG_IN_CONTAINER, false)
             .into_iter()
+            .chain(ctx.mounts.iter().cloned())
             .collect(),
         timeout: Some(Duration::from_secs(step.timeout_secs)),
     };
