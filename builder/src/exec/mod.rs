@@ -43,6 +43,7 @@ use crate::config::App;
 use crate::key::CacheKey;
 use crate::plan::{AppPlan, BuildPlan, Step, StepAction, StepKind};
 use crate::project::Project;
+use crate::sandbox::HostTrust;
 use crate::source::GitRepo;
 use error::io_err;
 use log::{log_path, BuildLog, StepLog};
@@ -54,6 +55,7 @@ pub struct Builder {
     store: Store,
     runtime: Runtime,
     cache: BuildCache,
+    trust: HostTrust,
 }
 
 /// An exclusive lock on one service key: concurrent builds of it wait, then find it cached.
@@ -68,7 +70,15 @@ impl Builder {
             cache: BuildCache::of(&store),
             store,
             runtime: Runtime::new(runtime_root),
+            trust: HostTrust::detect(),
         }
+    }
+
+    /// The same builder passing `trust` (the host's CA bundle and proxy settings) to the steps of
+    /// its scope instead of what [`HostTrust::detect`] found for the network steps.
+    pub fn with_host_trust(mut self, trust: HostTrust) -> Builder {
+        self.trust = trust;
+        self
     }
 
     /// The store.
@@ -325,10 +335,17 @@ impl Builder {
                     step.kind.as_str(),
                     command,
                 )?;
+                let mut env = input.env.clone();
+                let mut mounts = Vec::new();
+                if self.trust.applies(run.network) {
+                    env.overlay(&self.trust.env());
+                    mounts.extend(self.trust.mount());
+                }
                 let ctx = RunContext {
                     runtime: &self.runtime,
                     id: container_id(&input.app.service, step.kind),
-                    env: input.env.to_list(),
+                    env: env.to_list(),
+                    mounts,
                 };
                 *containers += 1;
                 let scratch = run_step(&ctx, &self.store.tmp_dir(), &lowers, run, &mut step_log)?;
@@ -376,6 +393,7 @@ struct StepInput<'a> {
 }
 
 /// An environment as `K=V` entries in order, a later value replacing an earlier one.
+#[derive(Clone)]
 struct EnvList(Vec<String>);
 
 impl EnvList {

@@ -71,6 +71,8 @@ pub(crate) struct RunContext<'a> {
     pub id: String,
     /// The env of every process (base image env with the plan's env over it), `K=V`.
     pub env: Vec<String>,
+    /// Mounts beyond the build log (the host's CA bundle, when the step gets it).
+    pub mounts: Vec<oci_spec::runtime::Mount>,
 }
 
 /// Runs `step` over `lowers` (bottom first); returns the scratch whose upper dir holds its changes.
@@ -106,7 +108,9 @@ pub(crate) fn run_step(
         cwd: PathBuf::from(&step.workdir),
         user: (0, 0),
         network: step.network,
-        mounts: vec![sandbox::bind(log.host_path(), LOG_IN_CONTAINER, false)],
+        mounts: std::iter::once(sandbox::bind(log.host_path(), LOG_IN_CONTAINER, false))
+            .chain(ctx.mounts.iter().cloned())
+            .collect(),
         timeout: Some(Duration::from_secs(step.timeout_secs)),
     };
     let mut ticked = Instant::now();

@@ -8,6 +8,7 @@
 
 mod error;
 mod net;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use oci_spec::runtime::{
 use error::io_err;
 pub use error::SandboxError;
 use net::UserNet;
+pub use trust::{HostTrust, TrustScope, BUNDLE_IN_CONTAINER, SCOPE_VAR};
 
 /// How often the sandbox looks at the container (and calls the caller's watcher).
 const POLL: Duration = Duration::from_millis(20);

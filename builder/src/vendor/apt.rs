@@ -11,7 +11,7 @@ use std::process::Command;
 use super::error::{io_err, Result, VendorError};
 
 /// One package of a resolved closure, as apt's index describes it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Package {
     /// Package name.
     pub name: String,

@@ -10,6 +10,7 @@ use super::apt::{self, Package};
 use super::error::{io_err, Result, VendorError};
 use super::fetch::{tempdir_in, DebCache};
 use super::image::{self, LayerPlan};
+use super::memo::{Memo, MemoFile};
 use super::progress::Progress;
 use super::recipe::LoadedRecipe;
 use super::sandbox::{self, Overlay};
@@ -30,7 +31,7 @@ pub struct BuildOptions {
 }
 
 /// One layer of a built image.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerReport {
     /// What is in it.
     pub created_by: String,
@@ -41,7 +42,7 @@ pub struct LayerReport {
 }
 
 /// What a build made.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BuildReport {
     /// Recipe name.
     pub name: String,
@@ -65,45 +66,47 @@ pub struct BuildReport {
 pub fn build(name: &str, opts: &BuildOptions) -> Result<BuildReport> {
     let recipe = LoadedRecipe::load(&opts.recipes, name)?;
     let store = Store::open(&opts.store).map_err(|e| VendorError::Store(e.to_string()))?;
+    // Keeps gc from clearing tmp/ or collecting fresh layer blobs (or the image a warm build
+    // tags again) while we build.
+    let _lease = store
+        .lease()
+        .map_err(|e| VendorError::Store(e.to_string()))?;
+    let progress = &opts.progress;
+    let memo_file = MemoFile::for_recipe(&store.cache_dir(), &recipe.digest)?;
+    let memo = memo_file.load();
+    if let Some(report) = memo.as_ref().and_then(|m| m.report.as_ref()) {
+        if let Some(report) = tag_again(&store, report)? {
+            progress.line(&format!(
+                "{name}: recipe and apt index unchanged, image {} reused",
+                report.manifest_digest
+            ));
+            return Ok(report);
+        }
+    }
     let cache = DebCache::open(
         &opts
             .deb_cache
             .clone()
             .unwrap_or_else(|| store.cache_dir().join("debs")),
     )?;
-    // Keeps gc from clearing tmp/ or collecting fresh layer blobs while we build.
-    let _lease = store
-        .lease()
-        .map_err(|e| VendorError::Store(e.to_string()))?;
     let scratch = tempdir_in(&store.tmp_dir(), "vendor")?;
-    let progress = &opts.progress;
 
     // Resolve: the base's closure on its own (so its layer is the same in every image), then ours.
-    progress.line(&format!("resolving {name} with apt"));
     let base = recipe.base.as_deref();
-    let base_pkgs = match base {
-        Some(b) => apt::resolve(
-            &b.name,
-            &b.recipe.packages,
-            &b.recipe.omit,
-            &scratch.path().join("apt-base"),
-        )?,
-        None => Vec::new(),
+    let (base_pkgs, own) = match memo {
+        Some(m) => (m.base, m.own),
+        None => {
+            progress.line(&format!("resolving {name} with apt"));
+            let resolved = resolve(&recipe, scratch.path())?;
+            memo_file.save(&Memo {
+                base: resolved.0.clone(),
+                own: resolved.1.clone(),
+                report: None,
+            })?;
+            resolved
+        }
     };
-    let mut omit = recipe.recipe.omit.clone();
-    if let Some(b) = base {
-        omit.extend(b.recipe.omit.iter().cloned());
-    }
-    let own = if recipe.recipe.packages.is_empty() {
-        Vec::new()
-    } else {
-        apt::resolve(
-            &recipe.name,
-            &recipe.recipe.packages,
-            &omit,
-            &scratch.path().join("apt"),
-        )?
-    };
+    let memo_own = own.clone();
     let in_base: BTreeSet<&str> = base_pkgs.iter().map(|p| p.name.as_str()).collect();
     let top_pkgs: Vec<Package> = own
         .into_iter()
@@ -198,7 +201,7 @@ pub fn build(name: &str, opts: &BuildOptions) -> Result<BuildReport> {
         .zip(plans.iter().map(|p| p.created_by.clone()))
         .collect();
     let (img, tags) = image::commit(&store, &recipe, with_history, config, epoch)?;
-    Ok(BuildReport {
+    let report = BuildReport {
         name: recipe.name.clone(),
         recipe_digest: recipe.digest.clone(),
         manifest_digest: img.digest.to_string(),
@@ -207,7 +210,67 @@ pub fn build(name: &str, opts: &BuildOptions) -> Result<BuildReport> {
         packages: all,
         downloaded,
         source_date_epoch: epoch,
-    })
+    };
+    memo_file.save(&Memo {
+        base: base_pkgs,
+        own: memo_own,
+        report: Some(report.clone()),
+    })?;
+    Ok(report)
+}
+
+/// The apt closures of the recipe's base (empty without one) and of the recipe itself (the
+/// base's omit list counted as installed too), with apt's scratch space under `scratch`.
+fn resolve(recipe: &LoadedRecipe, scratch: &Path) -> Result<(Vec<Package>, Vec<Package>)> {
+    let base = recipe.base.as_deref();
+    let base_pkgs = match base {
+        Some(b) => apt::resolve(
+            &b.name,
+            &b.recipe.packages,
+            &b.recipe.omit,
+            &scratch.join("apt-base"),
+        )?,
+        None => Vec::new(),
+    };
+    let mut omit = recipe.recipe.omit.clone();
+    if let Some(b) = base {
+        omit.extend(b.recipe.omit.iter().cloned());
+    }
+    let own = if recipe.recipe.packages.is_empty() {
+        Vec::new()
+    } else {
+        apt::resolve(
+            &recipe.name,
+            &recipe.recipe.packages,
+            &omit,
+            &scratch.join("apt"),
+        )?
+    };
+    Ok((base_pkgs, own))
+}
+
+/// A warm build: when the image of an earlier build of the same recipe against the same index
+/// is still whole in the store, tags it again and returns that build's report (nothing
+/// downloaded); `None` when it is not.
+fn tag_again(store: &Store, report: &BuildReport) -> Result<Option<BuildReport>> {
+    let Ok(image) = store.image(&report.manifest_digest) else {
+        return Ok(None);
+    };
+    let whole = image
+        .layers()
+        .is_ok_and(|layers| layers.iter().all(|l| store.has_blob(&l.digest)));
+    if !whole {
+        return Ok(None);
+    }
+    for t in &report.tags {
+        store
+            .tag(t, &image.descriptor())
+            .map_err(|e| VendorError::Store(e.to_string()))?;
+    }
+    Ok(Some(BuildReport {
+        downloaded: 0,
+        ..report.clone()
+    }))
 }
 
 /// The default recipes directory: `$KILN_VENDOR_IMAGES`, else `./vendor-images`.

@@ -10,6 +10,7 @@
 //! setup.rs    skeleton, users, dirs, symlinks, files (what maintainer scripts would do)
 //! sandbox.rs  build-time run steps as containers of the build sandbox (crate::sandbox)
 //! image.rs    layers, config, labels, tags in kiln's OCI store
+//! memo.rs     warm rebuilds: recipe + apt index identity → resolved set, finished image
 //! build.rs    the whole build
 //! ```
 
@@ -19,6 +20,7 @@ pub mod deb;
 mod error;
 pub mod fetch;
 mod image;
+mod memo;
 pub mod progress;
 pub mod recipe;
 mod sandbox;
