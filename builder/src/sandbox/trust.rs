@@ -152,7 +152,7 @@ impl HostTrust {
     /// The step's extra mount: the bundle, read-only, at [`BUNDLE_IN_CONTAINER`].
     pub fn mount(&self) -> Option<Mount> {
         let bundle: &Path = self.bundle.as_deref()?;
-        super::bind(bundle, BUNDLE_IN_CONTAINER, true)
+        Some(super::bind(bundle, BUNDLE_IN_CONTAINER, true))
     }
 }
 
