@@ -365,7 +365,7 @@ fn mounts_of(pid: i64) -> Vec<(String, bool)> {
 /// The regression test for the ro-bind / readonlyPaths rename race (the adversarial review's
 /// proof of concept): the rootfs holds `mnt/x` (a directory) beside `mnt/l -> /dev/shm`, and
 /// `ro/y` beside `ro/m -> /dev/shm`; two threads swap each pair with RENAME_EXCHANGE in a tight
-/// loop while kiln creates containers with a read-only bind of a host directory at `/mnt/x`
+/// loop while kiln creates 100 containers with a read-only bind of a host directory at `/mnt/x`
 /// and `/ro/y` in `readonlyPaths`. A runtime that mounts and then remounts read-only by path
 /// finds the symlink the second time and makes `/dev/shm` read-only instead, leaving the bind
 /// writable. Each time, once created, the container's mounts at those places must all be
@@ -388,7 +388,9 @@ fn a_swapped_component_never_leaves_a_read_only_mount_writable() {
     b.write();
     let mounts = host_mount_count();
     let (mut created, mut via_link, mut swaps) = (0, 0, 0);
-    let iterations = 40;
+    // Against the pre-fix runtime (a remount after a second lookup) about one create in 80
+    // lost the race here: 100 catch it most of the time, in about a minute.
+    let iterations = 100;
     for i in 0..iterations {
         let id = format!("{}-{i}", b.id);
         let swappers = [

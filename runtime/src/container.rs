@@ -283,6 +283,10 @@ impl Runtime {
             .step("telling the init its cgroup is joined")
             .map_err(|e| init_failure(&chan, e))?;
         st.pid = pid;
+        st.pid_start = sys::proc_start_time(pid).map(|(s, _)| s).unwrap_or(0);
+        // Saved (two fsyncs) while the init sets up the root on another CPU, not after it: the
+        // state dir is removed again if the setup fails.
+        st.save(&self.root)?;
         let mut pty = None;
         loop {
             let (msg, fd) = chan.recv().map_err(|e| {
@@ -305,8 +309,6 @@ impl Runtime {
                 other => return Err(Error::Init(format!("unexpected message {other:?}"))),
             }
         }
-        st.pid_start = sys::proc_start_time(pid).map(|(s, _)| s).unwrap_or(0);
-        st.save(&self.root)?;
         if let Some(pf) = &opts.pid_file {
             write_pid_file(pf, pid)?;
         }
