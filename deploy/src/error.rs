@@ -67,9 +67,9 @@ pub enum DeployError {
         action: &'static str,
         /// The environment frozen.
         env: String,
-        /// Why.
+        /// Why (boxed: it can hold a runtime error, and every `Result` of deploy stays small).
         #[source]
-        source: FreezeError,
+        source: Box<FreezeError>,
     },
     /// The OCI runtime failed on a container.
     #[error("container {container}")]

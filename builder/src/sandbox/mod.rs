@@ -248,7 +248,7 @@ fn device_rules() -> Vec<LinuxDeviceCgroup> {
 /// (none for another user), no_new_privs, the runtime's default seccomp profile (the one
 /// services get), [`device_rules`], its own pid, ipc, uts, mount and network namespaces.
 fn spec(job: &Job<'_>, root: &Path, mounts: Vec<Mount>) -> Result<Spec, SandboxError> {
-    let oci = |e: oci_spec::OciSpecError| {
+    let invalid = |e: oci_spec::OciSpecError| {
         SandboxError::Runtime(kiln_runtime::Error::Config(e.to_string()))
     };
     let mut spec = Spec::default();
@@ -282,7 +282,7 @@ fn spec(job: &Job<'_>, root: &Path, mounts: Vec<Mount>) -> Result<Spec, SandboxE
             .path(root)
             .readonly(false)
             .build()
-            .map_err(oci)?,
+            .map_err(invalid)?,
     ));
     spec.set_mounts(Some(mounts));
     let namespaces = oci::new_namespaces(&[
@@ -295,7 +295,7 @@ fn spec(job: &Job<'_>, root: &Path, mounts: Vec<Mount>) -> Result<Spec, SandboxE
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces));
     linux.set_seccomp(Some(
-        kiln_runtime::hardening::default_seccomp().map_err(oci)?,
+        kiln_runtime::hardening::default_seccomp().map_err(invalid)?,
     ));
     let mut resources = LinuxResources::default();
     resources.set_devices(Some(device_rules()));

@@ -120,7 +120,7 @@ fn stage(
     let freeze_err = |action, source| DeployError::Freeze {
         action,
         env: parent.to_string(),
-        source,
+        source: Box::new(source),
     };
     freezer.freeze().map_err(|e| freeze_err("freeze", e))?;
     let mut report = CloneReport::default();
