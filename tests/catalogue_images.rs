@@ -115,7 +115,7 @@ fn pg_ready(c: &Container) {
 /// `pg_controldata`'s cluster state of the data dir on `vol`.
 fn pg_state(sb: &Sandbox, vol: &Path) -> String {
     let out = Container::new(
-        &sb,
+        sb,
         "postgresql:latest",
         Some(&[&format!("{PG}/pg_controldata"), "/var/lib/postgresql/data"]),
     )

@@ -8,6 +8,7 @@ mod lifecycle;
 mod net;
 mod project;
 mod unpack;
+mod vendor;
 
 use anyhow::Result;
 
@@ -46,6 +47,10 @@ const ALL: &[Scenario] = &[
     Scenario {
         name: "build",
         run: build::run,
+    },
+    Scenario {
+        name: "vendor",
+        run: vendor::run,
     },
 ];
 
