@@ -1,7 +1,8 @@
 //! Network build steps behind this host's TLS-intercepting proxy: a `pip` flavor installing a
 //! real package from PyPI fails with only the image's CA bundle (`KILN_BUILD_HOST_TRUST=off`) and
-//! succeeds with the host's bundle passed through (the default); no layer and no image config
-//! holds the host's CA or the proxy settings.
+//! succeeds with the host's bundle passed through (the default), and so does an `npm` flavor
+//! installing from the npm registry; no layer and no image config holds the host's CA or the
+//! proxy settings.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,25 +28,37 @@ fn host_ca_markers() -> Vec<String> {
     out
 }
 
-/// Builds the python vendor image into the sandbox's store.
-fn vendor_python(sb: &Sandbox) {
+/// Builds vendor image `name` into the sandbox's store.
+fn vendor(sb: &Sandbox, name: &str) {
     let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor-images");
     let out = sb
         .kiln()
         .env("KILN_DEB_CACHE", shared_deb_cache())
-        .args(["vendor", "build", "python", "--quiet", "--recipes"])
+        .args(["vendor", "build", name, "--quiet", "--recipes"])
         .arg(&recipes)
         .output()
         .expect("spawn kiln");
-    assert!(out.status.success(), "vendor build python: {out:?}");
+    assert!(out.status.success(), "vendor build {name}: {out:?}");
+}
+
+/// A git repository of `files` (path, content) in `parent/name`.
+fn repo_of(parent: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let repo = parent.join(name);
+    for (path, text) in files {
+        let p = repo.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", name]);
+    repo
 }
 
 /// A project whose `pip` flavor installs `six` from PyPI; the hook (no network) imports it.
-fn project(parent: &Path) -> PathBuf {
-    let repo = parent.join("ca-app");
-    std::fs::create_dir_all(repo.join("web")).expect("mkdir");
-    std::fs::write(
-        repo.join("kiln.toml"),
+const PIP_PROJECT: [(&str, &str); 2] = [
+    (
+        "kiln.toml",
         r#"project = "ca"
 
 [services.web]
@@ -58,14 +71,50 @@ flavor = "pip"
 hook = "python3 -c 'import six; print(six.__version__)'"
 env = { PIP_RETRIES = "0", PIP_DEFAULT_TIMEOUT = "30" }
 "#,
-    )
-    .expect("kiln.toml");
-    std::fs::write(repo.join("web/requirements.txt"), "six==1.17.0\n").expect("requirements");
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "ca"]);
-    repo
+    ),
+    ("web/requirements.txt", "six==1.17.0\n"),
+];
+
+/// A project whose `npm` flavor installs `ms` from the npm registry; the hook requires it.
+const NPM_PROJECT: [(&str, &str); 3] = [
+    (
+        "kiln.toml",
+        r#"project = "canpm"
+
+[services.web]
+base = "nodejs"
+source = "web"
+start = "node -e 'require(\"ms\")'"
+
+[services.web.build]
+flavor = "npm"
+hook = "node -e 'console.log(require(\"ms\")(60000))'"
+"#,
+    ),
+    (
+        "web/package.json",
+        r#"{"name": "canpm", "version": "1.0.0", "private": true, "dependencies": {"ms": "2.1.3"}}
+"#,
+    ),
+    (
+        "web/package-lock.json",
+        r#"{
+  "name": "canpm",
+  "version": "1.0.0",
+  "lockfileVersion": 3,
+  "requires": true,
+  "packages": {
+    "": {"name": "canpm", "version": "1.0.0", "dependencies": {"ms": "2.1.3"}},
+    "node_modules/ms": {
+      "version": "2.1.3",
+      "resolved": "https://registry.npmjs.org/ms/-/ms-2.1.3.tgz",
+      "integrity": "sha512-6FlzubTLZG3J2a/NVCAleEhjzq5oxgHyaCU9yYXvcLsvoVaHJq/s5xXI6/XXP6tz7R9xAOtHnSO/tXtF3WRTlA=="
+    }
+  }
 }
+"#,
+    ),
+];
 
 /// Every blob of the store, decompressed when it is gzip.
 fn blobs(store: &Path) -> Vec<(PathBuf, Vec<u8>)> {
@@ -106,8 +155,8 @@ fn pip_flavor_installs_from_pypi_through_the_host_ca_and_no_layer_keeps_it() {
         return;
     }
     let sb = Sandbox::new();
-    vendor_python(&sb);
-    let repo = project(sb.dir.path());
+    vendor(&sb, "python");
+    let repo = repo_of(sb.dir.path(), "ca-app", &PIP_PROJECT);
     let repo_arg = repo.to_string_lossy().into_owned();
     // A proxy setting that leads nowhere it is used, to see that it is passed on but not kept.
     let no_proxy = "kiln-no-proxy-marker.invalid";
@@ -126,10 +175,46 @@ fn pip_flavor_installs_from_pypi_through_the_host_ca_and_no_layer_keeps_it() {
         "{said}"
     );
 
+    let names = build_with_host_trust(&sb, &repo_arg, no_proxy);
+    assert!(
+        names.lines().any(|l| l.ends_with("dist-packages/six.py")),
+        "six is not in the flavor layer: {names}"
+    );
+    assert_nothing_kept(&sb, &markers, no_proxy);
+}
+
+#[test]
+fn npm_flavor_installs_from_the_npm_registry_through_the_host_ca() {
+    let markers = host_ca_markers();
+    if markers.is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set and the host trusts no CA of its own in /usr/local/share/ca-certificates"
+        );
+        eprintln!("SKIP: no host-only CA in /usr/local/share/ca-certificates");
+        return;
+    }
+    let sb = Sandbox::new();
+    vendor(&sb, "nodejs");
+    let repo = repo_of(sb.dir.path(), "ca-npm", &NPM_PROJECT);
+    let no_proxy = "kiln-no-proxy-marker.invalid";
+    let names = build_with_host_trust(&sb, &repo.to_string_lossy(), no_proxy);
+    assert!(
+        names
+            .lines()
+            .any(|l| l == "app/node_modules/ms/package.json"),
+        "ms is not in the flavor layer: {names}"
+    );
+    assert_nothing_kept(&sb, &markers, no_proxy);
+}
+
+/// Builds `repo` with the host's trust settings (and `NO_PROXY=no_proxy`); returns the names in
+/// the flavor step's layer.
+fn build_with_host_trust(sb: &Sandbox, repo_arg: &str, no_proxy: &str) -> String {
     let on = sb
         .kiln()
         .env("NO_PROXY", no_proxy)
-        .args(["build", &repo_arg, "--json"])
+        .args(["build", repo_arg, "--json"])
         .output()
         .expect("spawn kiln");
     assert!(
@@ -154,14 +239,16 @@ fn pip_flavor_installs_from_pypi_through_the_host_ca_and_no_layer_keeps_it() {
         .output()
         .expect("tar");
     let names = String::from_utf8_lossy(&list.stdout);
-    assert!(
-        names.lines().any(|l| l.ends_with("dist-packages/six.py")),
-        "six is not in the flavor layer: {names}"
-    );
     assert!(!names.contains("kiln-host-ca"), "{names}");
+    names.into_owned()
+}
 
+/// No blob of the store (layers decompressed, configs, manifests) holds the host's CA, the
+/// proxy setting or the mounted bundle's path; no config or manifest names a CA or proxy
+/// variable.
+fn assert_nothing_kept(sb: &Sandbox, markers: &[String], no_proxy: &str) {
     for (path, data) in blobs(&sb.store()) {
-        for m in &markers {
+        for m in markers {
             assert!(
                 !contains(&data, m.as_bytes()),
                 "{} holds the host's CA ({m})",

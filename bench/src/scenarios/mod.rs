@@ -9,6 +9,7 @@ mod net;
 mod project;
 mod registry;
 mod unpack;
+mod vendor;
 
 use anyhow::Result;
 
@@ -51,6 +52,10 @@ const ALL: &[Scenario] = &[
     Scenario {
         name: "registry",
         run: registry::run,
+    },
+    Scenario {
+        name: "vendor",
+        run: vendor::run,
     },
 ];
 

@@ -159,6 +159,8 @@ pub enum Flavor {
     Pip,
     /// `npm ci`.
     Npm,
+    /// `composer install --no-dev` from composer.lock.
+    Composer,
     /// Nothing.
     #[default]
     None,
@@ -209,6 +211,7 @@ impl Flavor {
         match self {
             Flavor::Pip => "pip",
             Flavor::Npm => "npm",
+            Flavor::Composer => "composer",
             Flavor::None => "none",
         }
     }

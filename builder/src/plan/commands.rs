@@ -16,6 +16,23 @@ const PIP: [&str; 7] = [
     "--root-user-action=ignore",
 ];
 
+/// composer, installing what composer.lock pins (no dev packages, no scripts: the code is not
+/// there yet) into `vendor/`, as root, its home and cache in the step's `/dev/shm` (a tmpfs, so
+/// not in the layer). The autoloader is not optimized: it finds the app's classes when the code
+/// layer is added.
+const COMPOSER: [&str; 10] = [
+    "env",
+    "COMPOSER_ALLOW_SUPERUSER=1",
+    "COMPOSER_HOME=/dev/shm/composer",
+    "composer",
+    "install",
+    "--no-dev",
+    "--no-interaction",
+    "--no-progress",
+    "--no-scripts",
+    "--prefer-dist",
+];
+
 /// The commands installing the declared global tools, one per package manager.
 pub(crate) fn dependency_commands(
     dependencies: &BTreeMap<PackageManager, Vec<String>>,
@@ -53,11 +70,19 @@ pub(crate) fn flavor_command(flavor: Flavor, lock_files: &[LockFile]) -> Option<
             Some(argv)
         }
         Flavor::Npm => Some(
-            ["npm", "ci", "--no-audit", "--no-fund"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            // npm's cache in the step's /dev/shm (a tmpfs), not in the layer.
+            [
+                "npm",
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--cache=/dev/shm/npm-cache",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         ),
+        Flavor::Composer => Some(COMPOSER.iter().map(|s| s.to_string()).collect()),
     }
 }
 
@@ -77,6 +102,17 @@ pub(crate) fn shell(command: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composer_installs_the_lock_without_dev_packages_or_scripts() {
+        let argv = flavor_command(Flavor::Composer, &[]).unwrap();
+        assert_eq!(argv[3..5], ["composer", "install"]);
+        for flag in ["--no-dev", "--no-interaction", "--no-scripts"] {
+            assert!(argv.iter().any(|a| a == flag), "{flag}");
+        }
+        // Its home and cache are not in the layer.
+        assert!(argv.iter().any(|a| a == "COMPOSER_HOME=/dev/shm/composer"));
+    }
 
     #[test]
     fn comments_and_blank_lines_are_not_requirements() {

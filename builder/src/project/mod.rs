@@ -184,6 +184,7 @@ fn flavor_files(flavor: Flavor) -> &'static [(&'static str, bool)] {
     match flavor {
         Flavor::Pip => &[("requirements.txt", false)],
         Flavor::Npm => &[("package-lock.json", true), ("package.json", true)],
+        Flavor::Composer => &[("composer.json", true), ("composer.lock", true)],
         Flavor::None => &[],
     }
 }
