@@ -8,6 +8,7 @@ mod container;
 mod deploy;
 mod env;
 mod image;
+mod ingress;
 mod net;
 mod router;
 mod vendor;
@@ -80,9 +81,9 @@ pub enum Command {
     Logs(deploy::LogsArgs),
     /// A shell (or a command) in a service's running container.
     Shell(deploy::ShellArgs),
-    /// An environment's router process (internal: started by deploy and `kiln env router`).
-    #[command(hide = true)]
-    Router(router::RouterArgs),
+    /// The host's ingress: one HTTP(S) front door routing by host to every environment.
+    #[command(subcommand)]
+    Ingress(ingress::IngressCommand),
 }
 
 /// Reports a command's error (with its causes) under `kiln AREA:` and turns the result into
@@ -130,6 +131,6 @@ pub fn main() -> ExitCode {
         Command::Deploy(args) => deploy::deploy(&cli.global, args),
         Command::Logs(args) => deploy::logs(&cli.global, args),
         Command::Shell(args) => deploy::shell(&cli.global, args),
-        Command::Router(args) => router::run(&cli.global, args),
+        Command::Ingress(cmd) => ingress::run(&cli.global, cmd),
     }
 }

@@ -21,6 +21,22 @@ pub struct ProjectConfig {
     pub project: String,
     /// Every service, apps and image services, by name.
     pub services: BTreeMap<String, Service>,
+    /// `[routes]`: URL pattern (`{default}` is the environment's host) → what answers it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// One route of `[routes]`: an app, or a redirect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// The app that answers (`None` with no redirect: the first app with a port).
+    pub upstream: Option<String>,
+    /// Where it redirects to (`{default}` expanded).
+    pub redirect: Option<String>,
+    /// The redirect's status (default 301).
+    pub code: Option<u16>,
+    /// The environment's primary URL (`KILN_ROUTE`); at most one route.
+    pub primary: bool,
 }
 
 /// One entry of `[services]`: what both kinds share, plus the kind.

@@ -13,6 +13,18 @@ pub(crate) struct RawProject {
     pub project: String,
     #[serde(default)]
     pub services: BTreeMap<String, RawService>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RawRoute>,
+}
+
+/// One `[routes."<url pattern>"]` table: `upstream = "<app>"` or `redirect = "<url>"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub upstream: Option<String>,
+    pub redirect: Option<String>,
+    pub code: Option<u16>,
+    pub primary: Option<bool>,
 }
 
 /// One `[services.<name>]` table: an app (base + source) or a service (image); validation decides.
