@@ -2,59 +2,12 @@
 //! bodies, 100-continue, HEAD, responses delimited by close, and an upstream that closes an
 //! idle kept-alive connection (the request is replayed on a fresh one, not failed).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use kiln_testkit::deploy_support::TestEnv;
-use kiln_testkit::ingress_support::{Raw, Response};
-
-/// A request as the scripted upstream reads it: method, path, decoded body.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next()?.to_string(), words.next()?.to_string());
-    let (mut len, mut chunked) = (0usize, false);
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok()?;
-        let l = line.trim_end().to_ascii_lowercase();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.strip_prefix("content-length:") {
-            len = v.trim().parse().ok()?;
-        }
-        chunked |= l == "transfer-encoding: chunked";
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            r.read_line(&mut line).ok()?;
-            let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
-            if size == 0 {
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).ok()? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            let mut chunk = vec![0; size + 2];
-            r.read_exact(&mut chunk).ok()?;
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        body.resize(len, 0);
-        r.read_exact(&mut body).ok()?;
-    }
-    Some((method, path, body))
-}
+use kiln_testkit::ingress_support::{read_request, Raw, Response};
 
 /// A scripted upstream: answers by path, on the host loopback.
 fn upstream() -> SocketAddr {
@@ -72,7 +25,8 @@ fn upstream() -> SocketAddr {
 fn serve(conn: TcpStream) {
     let mut out = conn.try_clone().expect("clone");
     let mut r = BufReader::new(conn);
-    while let Some((method, path, body)) = read_request(&mut r) {
+    while let Some(req) = read_request(&mut r) {
+        let (method, path, body) = (req.method, req.path, req.body);
         let reply: Vec<u8> = match path.as_str() {
             "/echo-chunked" => {
                 let half = body.len() / 2;

@@ -208,3 +208,117 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> Option<Response> 
     }
     Some(resp)
 }
+
+/// A request as a test upstream reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method.
+    pub method: String,
+    /// The request target.
+    pub path: String,
+    /// Header fields, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first value of field `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request (Content-Length or chunked body); `None` at EOF or on bad framing.
+pub fn read_request(r: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next()?.to_string(), words.next()?.to_string());
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (n, v) = l.split_once(':')?;
+        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let mut req = Request {
+        method,
+        path,
+        headers,
+        body: Vec::new(),
+    };
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            line.clear();
+            r.read_line(&mut line).ok()?;
+            let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
+            if size == 0 {
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).ok()? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk).ok()?;
+            req.body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(len) = req.header("content-length") {
+        let mut body = vec![0; len.parse().ok()?];
+        r.read_exact(&mut body).ok()?;
+        req.body = body;
+    }
+    Some(req)
+}
+
+/// What a scripted upstream does with one request: write its answer to the stream; `false`
+/// ends the connection.
+pub type Script = fn(&Request, &mut TcpStream) -> bool;
+
+/// A scripted upstream on the host loopback, a thread per connection; runs until the test
+/// process ends.
+pub fn scripted_upstream(script: Script) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(mut out) = conn.try_clone() else {
+                    return;
+                };
+                let mut r = BufReader::new(conn);
+                while let Some(req) = read_request(&mut r) {
+                    if !script(&req, &mut out) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A script answering `METHOD PATH BODYLEN` (Content-Length framed).
+pub fn echo(req: &Request, out: &mut TcpStream) -> bool {
+    let text = format!("{} {} {}", req.method, req.path, req.body.len());
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    out.write_all(reply.as_bytes()).is_ok()
+}
