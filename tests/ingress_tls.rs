@@ -107,8 +107,7 @@ fn a_tls_route_serves_a_verifying_client_offers_h2_and_redirects_plain_requests(
     // A client that does not trust the CA refuses the certificate.
     let (other_ca, _, _) = ca_and_wildcard();
     let err = connect(client(&other_ca, &[b"http/1.1"]), tls_addr, host)
-        .err()
-        .expect("untrusted certificate refused");
+        .expect_err("untrusted certificate refused");
     assert!(err.to_string().contains("certificate"), "{err}");
 
     // The route is https: a plain request is redirected there.
