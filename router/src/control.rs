@@ -40,6 +40,10 @@ pub struct Control {
     pub tls_listen: Vec<SocketAddr>,
     /// Asks the ingress to end.
     pub stop: Sender<()>,
+    /// What a restart hands the new process (listening sockets are duplicates).
+    pub handoff: crate::handoff::Template,
+    /// Set once a restart handed the sockets over (the new process owns the files then).
+    pub handed_off: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What an environment's routes file keeps across registrations (env stop/start, ingress
@@ -103,7 +107,8 @@ fn commands(conn: UnixStream, id: u64, control: &Control, leased: &mut Vec<Strin
                     leased.push(env.clone());
                 }
                 let reply = answer(control, id, &cmd);
-                let stopping = cmd == Command::Stop || reply.ending == Some(true);
+                let stopping =
+                    cmd == Command::Stop || reply.ending == Some(true) || reply.new_pid.is_some();
                 (reply, stopping)
             }
             Err(e) => (Reply::error(e), false),
@@ -152,7 +157,7 @@ fn answer(c: &Control, session: u64, cmd: &Command) -> Reply {
         } => register(
             c,
             env,
-            *listen,
+            Listen::Bind(*listen),
             upstream.clone(),
             *held,
             Duration::from_millis(*retry_ms),
@@ -175,6 +180,16 @@ fn answer(c: &Control, session: u64, cmd: &Command) -> Reply {
             }
         }
         Command::Stop => Reply::ok(),
+        Command::Restart => match crate::handoff::restart(c) {
+            Ok(pid) => {
+                c.handed_off.store(true, Ordering::SeqCst);
+                Reply {
+                    new_pid: Some(pid),
+                    ..Reply::ok()
+                }
+            }
+            Err(e) => Reply::error(e.to_string()),
+        },
         _ => {
             let Some(name) = cmd.env() else {
                 return Reply::error("command without environment".into());
@@ -251,11 +266,19 @@ fn set_routes(
     Ok(expanded)
 }
 
+/// Where an environment's own port comes from.
+pub enum Listen {
+    /// Bind this address (none: a free loopback port).
+    Bind(Option<SocketAddr>),
+    /// A listening socket handed over by the ingress this one replaces.
+    Inherited(std::net::TcpListener),
+}
+
 /// Starts serving an environment.
-fn register(
+pub fn register(
     c: &Control,
     env: &str,
-    listen: Option<SocketAddr>,
+    listen: Listen,
     upstream: Option<Endpoint>,
     held: bool,
     retry: Duration,
@@ -273,9 +296,20 @@ fn register(
     let made = (|| -> Result<Arc<EnvEntry>, crate::RouterError> {
         let dir = layout::env_dir(&c.root, env);
         std::fs::create_dir_all(&dir).map_err(|e| crate::RouterError::io("creating", &dir, e))?;
-        let addr = listen.unwrap_or(([127, 0, 0, 1], 0).into());
-        let std_listener = std::net::TcpListener::bind(addr)
-            .map_err(|e| crate::RouterError::io("listening on", addr.to_string(), e))?;
+        let addr = match &listen {
+            Listen::Bind(a) => a.unwrap_or(([127, 0, 0, 1], 0).into()),
+            Listen::Inherited(l) => l
+                .local_addr()
+                .map_err(|e| crate::RouterError::io("reading address of", "inherited socket", e))?,
+        };
+        let std_listener = match listen {
+            Listen::Bind(_) => std::net::TcpListener::bind(addr)
+                .map_err(|e| crate::RouterError::io("listening on", addr.to_string(), e))?,
+            Listen::Inherited(l) => l,
+        };
+        let kept = std_listener
+            .try_clone()
+            .map_err(|e| crate::RouterError::io("duplicating", addr.to_string(), e))?;
         let bound = std_listener
             .local_addr()
             .map_err(|e| crate::RouterError::io("reading address of", addr.to_string(), e))?;
@@ -309,6 +343,7 @@ fn register(
             routes: RwLock::new(routes),
             log: AccessLog::open(&layout::access_log(&c.root, env))?,
             stop_accept,
+            listener: kept,
         });
         let info = RouterInfo {
             env: env.to_string(),

@@ -268,6 +268,11 @@ impl Gate {
         self.lock().status.connections += 1;
     }
 
+    /// How long a refusing upstream is retried.
+    pub fn retry(&self) -> Duration {
+        self.retry
+    }
+
     /// A snapshot of the counters.
     pub fn status(&self) -> GateStatus {
         self.lock().status.clone()

@@ -6,7 +6,7 @@
 //! $KILN_RUNTIME/ingress/ingress.json    the ingress's record (pid, listen addresses, domain)
 //! $KILN_RUNTIME/ingress/ingress.lock    flock held by the running ingress
 //! $KILN_RUNTIME/ingress/ingress.log     the ingress's stdout/stderr
-//! $KILN_RUNTIME/ingress/handoff.sock    a restarting ingress takes the listening sockets here
+//! $KILN_RUNTIME/ingress/handoff.json    what a restarting ingress hands the new one
 //! $KILN_RUNTIME/envs/<env>/router.json  the environment's registration (pid, its own port)
 //! $KILN_RUNTIME/envs/<env>/routes.json  the routes the last deploy declared
 //! $KILN_RUNTIME/envs/<env>/access.log   one JSON line per request
@@ -37,9 +37,9 @@ pub fn ingress_socket(runtime_root: &Path) -> PathBuf {
     ingress_dir(runtime_root).join("ingress.sock")
 }
 
-/// The socket a restarting ingress receives the listening sockets on.
-pub fn handoff_socket(runtime_root: &Path) -> PathBuf {
-    ingress_dir(runtime_root).join("handoff.sock")
+/// The state a restarting ingress hands to the new one.
+pub fn handoff_file(runtime_root: &Path) -> PathBuf {
+    ingress_dir(runtime_root).join("handoff.json")
 }
 
 /// The ingress's record.

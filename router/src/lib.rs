@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod endpoint;
 pub mod error;
 pub mod gate;
+mod handoff;
 pub mod layout;
 pub mod limits;
 pub mod protocol;
@@ -112,6 +113,11 @@ pub struct IngressConfig {
     pub auto: bool,
     /// The bounds.
     pub limits: Limits,
+    /// Take over from a restarting ingress: its handoff state file (settings, inherited
+    /// sockets, environments) replaces the rest of this config.
+    pub takeover: Option<PathBuf>,
+    /// The kiln binary a restart runs (default: this process's executable).
+    pub kiln_bin: Option<PathBuf>,
 }
 
 impl IngressConfig {
@@ -126,6 +132,8 @@ impl IngressConfig {
             redirect_https: false,
             auto: false,
             limits: Limits::default(),
+            takeover: None,
+            kiln_bin: None,
         }
     }
 }
@@ -160,9 +168,23 @@ pub fn run(config: &IngressConfig, ready: impl FnOnce(&IngressInfo)) -> Result<(
     let root = &config.runtime_root;
     let dir = layout::ingress_dir(root);
     std::fs::create_dir_all(&dir).map_err(|e| RouterError::io("creating", &dir, e))?;
+    let (config, inherited) = match &config.takeover {
+        Some(path) => {
+            let (c, i) = handoff::load(path, config)?;
+            (c, Some(i))
+        }
+        None => (config.clone(), None),
+    };
+    let config = &config;
     // Held for the ingress's life: a second one is refused, and the kernel lets go of it
-    // whenever this process ends.
-    let _lock = lock(root)?;
+    // whenever this process ends. A new ingress taking over waits for the old one's.
+    let _lock = match inherited {
+        None => Some(lock(root)?),
+        Some(_) => {
+            lock_when_free(root)?;
+            None
+        }
+    };
     if !config.tls_listen.is_empty() && config.certs.is_empty() {
         return Err(RouterError::Tls {
             what: "certificate",
@@ -184,13 +206,31 @@ pub fn run(config: &IngressConfig, ready: impl FnOnce(&IngressInfo)) -> Result<(
             .map_err(|e| RouterError::io("setting non-blocking", addr.to_string(), e))?;
         Ok(l)
     };
-    let plain: Vec<std::net::TcpListener> =
-        config.listen.iter().map(bind).collect::<Result<_, _>>()?;
-    let secure: Vec<std::net::TcpListener> = config
-        .tls_listen
-        .iter()
-        .map(bind)
-        .collect::<Result<_, _>>()?;
+    let (plain, secure, envs) = match inherited {
+        Some(i) => (i.plain, i.tls, i.envs),
+        None => (
+            config.listen.iter().map(bind).collect::<Result<_, _>>()?,
+            config
+                .tls_listen
+                .iter()
+                .map(bind)
+                .collect::<Result<_, _>>()?,
+            Vec::new(),
+        ),
+    };
+    let dups = |ls: &[std::net::TcpListener]| -> Result<Vec<std::net::TcpListener>, RouterError> {
+        ls.iter()
+            .map(|l| {
+                l.try_clone()
+                    .map_err(|e| RouterError::io("duplicating", "listener", e))
+            })
+            .collect()
+    };
+    let template = handoff::Template {
+        config: config.clone(),
+        plain: dups(&plain)?,
+        tls: dups(&secure)?,
+    };
     let addr_of = |l: &std::net::TcpListener| {
         l.local_addr()
             .map_err(|e| RouterError::io("reading address of", "listener", e))
@@ -245,7 +285,10 @@ pub fn run(config: &IngressConfig, ready: impl FnOnce(&IngressInfo)) -> Result<(
         }
     }
     let (stop_tx, stop_rx) = mpsc::channel();
+    let handed_off = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ctl = Arc::new(control::Control {
+        handoff: template,
+        handed_off: Arc::clone(&handed_off),
         ing: Arc::clone(&ing),
         rt: rt.handle().clone(),
         root: root.clone(),
@@ -254,6 +297,19 @@ pub fn run(config: &IngressConfig, ready: impl FnOnce(&IngressInfo)) -> Result<(
         tls_listen: tls_listen.clone(),
         stop: stop_tx.clone(),
     });
+    for (e, listener) in envs {
+        let reply = control::register(
+            &ctl,
+            &e.env,
+            control::Listen::Inherited(listener),
+            e.upstream,
+            e.held,
+            Duration::from_millis(e.retry_ms),
+        );
+        if let Some(why) = reply.error {
+            eprintln!("kiln ingress: taking over {}: {why}", e.env);
+        }
+    }
     std::thread::Builder::new()
         .name("kiln-ingress-control".into())
         .spawn(move || control::serve(control, ctl))
@@ -301,7 +357,9 @@ pub fn run(config: &IngressConfig, ready: impl FnOnce(&IngressInfo)) -> Result<(
         Duration::from_millis(10),
         || ing.conns.open() == 0,
     );
-    remove_files(root, &ing);
+    if !handed_off.load(std::sync::atomic::Ordering::SeqCst) {
+        remove_files(root, &ing);
+    }
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
 }
@@ -325,6 +383,30 @@ fn lock(root: &Path) -> Result<Flock<File>, RouterError> {
         },
         e => RouterError::errno("locking", &path, e),
     })
+}
+
+/// Takes the ingress lock once the ingress being replaced lets go of it, on a thread that
+/// then holds it for this process's life.
+fn lock_when_free(root: &Path) -> Result<(), RouterError> {
+    let path = layout::ingress_lock(root);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| RouterError::io("opening", &path, e))?;
+    std::thread::Builder::new()
+        .name("kiln-ingress-lock".into())
+        .spawn(move || {
+            if let Ok(held) = Flock::lock(file, FlockArg::LockExclusive) {
+                loop {
+                    std::thread::park();
+                    let _ = &held;
+                }
+            }
+        })
+        .map_err(|e| RouterError::io("starting the lock thread for", &path, e))?;
+    Ok(())
 }
 
 /// Removes the ingress's socket and record and its environments' registrations (best

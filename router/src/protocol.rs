@@ -99,6 +99,9 @@ pub enum Command {
     },
     /// End the ingress.
     Stop,
+    /// Hand the listening sockets and environments to a new ingress process, then end once
+    /// in-flight requests finish (no connection refused, none dropped).
+    Restart,
 }
 
 impl Command {
@@ -124,7 +127,7 @@ impl Command {
             | Self::Release { env }
             | Self::Lease { env } => Some(env),
             Self::Status { env } => env.as_deref(),
-            Self::Stop => None,
+            Self::Stop | Self::Restart => None,
         }
     }
 }
@@ -189,6 +192,9 @@ pub struct Reply {
     /// `routes`: the routes as expanded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<Route>>,
+    /// `restart`: the new ingress's pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_pid: Option<u32>,
     /// The environment's status after the command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<RouterStatus>,

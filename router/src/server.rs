@@ -32,6 +32,10 @@ use crate::routes::{self, Route, RouteTable, Scheme, Target};
 use crate::strict;
 use crate::upstream::{Body, BoxError};
 
+/// How long a draining connection keeps serving (each response says `Connection: close`, so
+/// a busy client moves to the new process) before an idle one is closed.
+const DRAIN_GRACE: Duration = Duration::from_millis(1000);
+
 /// Pause after an accept error such as EMFILE before trying again (so a full fd table costs
 /// no CPU, and accepting resumes once descriptors are free).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -62,6 +66,8 @@ pub struct EnvEntry {
     pub log: AccessLog,
     /// Ends its own port's accept loop.
     pub stop_accept: watch::Sender<bool>,
+    /// Its own port's listening socket (a duplicate, to hand over on restart).
+    pub listener: std::net::TcpListener,
 }
 
 impl EnvEntry {
@@ -369,6 +375,10 @@ where
             }
             changed = draining.changed() => {
                 if changed.is_err() || *draining.borrow() {
+                    tokio::select! {
+                        _ = &mut served => return,
+                        () = tokio::time::sleep(DRAIN_GRACE) => {}
+                    }
                     served.as_mut().graceful_shutdown();
                     // Keep polling until in-flight requests finish.
                     let _ = (&mut served).await;
@@ -467,6 +477,17 @@ fn redirect(code: u16, to: &str) -> Response<Body> {
 
 /// Handles one request (hyper's service): never fails, every problem is a response.
 async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let mut resp = route(&conn, req).await;
+    if *conn.ing.draining.borrow() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Ending (a restart took the sockets): the client reconnects, to the new process.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}
+
+/// Routes one request and answers it.
+async fn route(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     let seen = Seen {
         host: req
             .headers()
@@ -483,40 +504,40 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
         client: conn.peer.ip().to_string(),
     };
     if let Err(why) = strict::check_framing(req.headers()) {
-        return Ok(own(StatusCode::BAD_REQUEST, why, true));
+        return own(StatusCode::BAD_REQUEST, why, true);
     }
     let (env, route) = match &conn.kind {
         Kind::Env(name) => match conn.ing.env(name) {
             Some(e) => (e, None),
             None => {
-                return Ok(own(
+                return own(
                     StatusCode::NOT_FOUND,
                     &format!("environment {name:?} is gone"),
                     false,
-                ))
+                )
             }
         },
         Kind::Plain | Kind::Tls => {
             let host = match routes::host_of(&seen.host) {
                 Ok(h) => h,
-                Err(why) => return Ok(own(StatusCode::BAD_REQUEST, why, true)),
+                Err(why) => return own(StatusCode::BAD_REQUEST, why, true),
             };
             let table = Arc::clone(&conn.ing.table.read().unwrap_or_else(|p| p.into_inner()));
             let Some(route) = table.lookup(&host, req.uri().path()).cloned() else {
-                return Ok(own(
+                return own(
                     StatusCode::NOT_FOUND,
                     &format!("no environment serves host {host:?}"),
                     false,
-                ));
+                );
             };
             match conn.ing.env(&route.env) {
                 Some(e) => (e, Some(route)),
                 None => {
-                    return Ok(own(
+                    return own(
                         StatusCode::NOT_FOUND,
                         &format!("no environment serves host {host:?}"),
                         false,
-                    ))
+                    )
                 }
             }
         }
@@ -537,7 +558,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
     let app = match route.as_ref().map(|r| (&r.target, r.scheme)) {
         Some((Target::Redirect { to, code }, _)) => {
             log(*code, None);
-            return Ok(redirect(*code, to));
+            return redirect(*code, to);
         }
         Some((_, scheme))
             if !conn.tls
@@ -551,7 +572,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
                 .filter(|p| *p != 443)
                 .map_or(String::new(), |p| format!(":{p}"));
             log(308, None);
-            return Ok(redirect(308, &format!("https://{host}{port}{}", seen.path)));
+            return redirect(308, &format!("https://{host}{port}{}", seen.path));
         }
         Some((Target::Upstream { upstream }, _)) => upstream.clone(),
         None => None,
@@ -559,13 +580,9 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
     let Some(ticket) = env.gate.admit(app.as_deref()).await else {
         env.gate.record(Outcome::Failed);
         log(503, None);
-        return Ok(own(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no upstream yet",
-            true,
-        ));
+        return own(StatusCode::SERVICE_UNAVAILABLE, "no upstream yet", true);
     };
-    Ok(proxy(&conn, env.clone(), ticket, req, seen, start).await)
+    proxy(conn, env.clone(), ticket, req, seen, start).await
 }
 
 /// Hop-by-hop fields, never relayed (RFC 9110 §7.6.1).

@@ -16,7 +16,7 @@ use super::Global;
 #[derive(Debug, Subcommand)]
 pub enum IngressCommand {
     /// Start the ingress (detached unless --foreground); prints its record as JSON.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Hosts → environments, listen addresses, open connections.
     Status {
         /// Print JSON.
@@ -25,6 +25,9 @@ pub enum IngressCommand {
     },
     /// Stop the ingress (in-flight requests finish first).
     Stop,
+    /// Replace the ingress process without refusing or dropping a connection: the new one
+    /// inherits the listening sockets, the old one finishes its in-flight requests.
+    Restart,
 }
 
 /// `kiln ingress start` arguments.
@@ -70,6 +73,9 @@ pub struct StartArgs {
     /// Deadline for a request body, in ms.
     #[arg(long, default_value_t = ms(Limits::default().body_timeout))]
     body_timeout_ms: u64,
+    /// Internal: take over from a restarting ingress (its handoff state file).
+    #[arg(long, hide = true)]
+    takeover: Option<PathBuf>,
     /// Deadline for the upstream's response head, in ms.
     #[arg(long, default_value_t = ms(Limits::default().upstream_timeout))]
     upstream_timeout_ms: u64,
@@ -113,6 +119,9 @@ impl StartArgs {
         config.domain = self.domain;
         config.redirect_https = self.redirect_https;
         config.auto = self.auto;
+        config.takeover = self.takeover;
+        config.kiln_bin =
+            Some(kiln_runtime::sealed_exe::host_exe().context("locating the kiln binary")?);
         config.limits = Limits {
             max_connections: self.max_connections,
             max_per_client: self.max_per_client,
@@ -134,7 +143,7 @@ fn dispatch(global: &Global, cmd: IngressCommand) -> Result<()> {
     match cmd {
         IngressCommand::Start(args) => {
             let foreground = args.foreground;
-            let config = args.config(global)?;
+            let config = (*args).config(global)?;
             if foreground {
                 kiln_router::run(&config, |info| {
                     println!("{}", serde_json::to_string(info).unwrap_or_default());
@@ -162,6 +171,12 @@ fn dispatch(global: &Global, cmd: IngressCommand) -> Result<()> {
                     println!("  env {env:<20} own port {port}");
                 }
             }
+        }
+        IngressCommand::Restart => {
+            let reply = IngressClient::connect(&global.root)
+                .and_then(|mut c| c.send(&kiln_router::protocol::Command::Restart))
+                .with_context(|| format!("restarting the ingress of {}", global.root.display()))?;
+            println!("restarted: new pid {}", reply.new_pid.unwrap_or(0));
         }
         IngressCommand::Stop => {
             let stopped = daemon::stop_ingress(&global.root, Duration::from_secs(30))?;
