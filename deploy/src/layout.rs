@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! $KILN_RUNTIME/envs/<env>/state.json     the environment's record (see env_state)
-//! $KILN_RUNTIME/envs/<env>/router.*       the router's socket, pid, record, log, lock (kiln-router)
+//! $KILN_RUNTIME/envs/<env>/router.json    the env's registration with the host ingress (kiln-router)
+//! $KILN_RUNTIME/envs/<env>/access.log     the ingress's access log for the env (kiln-router)
 //! $KILN_RUNTIME/envs/<env>/containers/    one directory per container (see container)
 //! $KILN_RUNTIME/envs/<env>/logs/          one log per service
 //! $KILN_RUNTIME/envs/<env>.lock           flock held while the record is changed
@@ -13,8 +14,7 @@
 use std::path::{Path, PathBuf};
 
 pub use kiln_router::layout::{
-    env_dir, router_lock, router_log, router_pid_file, router_record, router_socket, validate_env,
-    validate_volume,
+    access_log, env_dir, ingress_socket, router_record, routes_file, validate_env, validate_volume,
 };
 
 /// The lock file guarding an environment's record.

@@ -5,7 +5,8 @@
 //! 1. [`Deploy::lock`]: take the environment's lock; settle what a killed deploy left.
 //! 2. [`Deploy::plan`]: resolve each service's image; which services to keep, replace, start
 //!    and stop.
-//! 3. [`Deploy::router`]: find the router or start one (held); lease the hold to this deploy.
+//! 3. [`Deploy::router`]: register with the host ingress (started if none runs; held on a
+//!    first deploy); set the environment's routes; lease the hold to this deploy.
 //! 4. [`Deploy::clone_volumes`]: a new environment clones its parent's volumes.
 //! 5. [`Deploy::add_links`]: the network with the links of both the old and the new topology.
 //! 6. [`Deploy::create`]: create the new containers (their process waits to be run).
@@ -37,6 +38,7 @@ use super::container::{self, spec, Created, Saved};
 use super::env_state::{EnvLock, EnvState, HealthCheck, IdRange, ServiceState, VolumeMount};
 use super::error::DeployError;
 use super::router::client::RouterClient;
+use super::router::routes::{self as ingress_routes, Route};
 use super::router::{daemon, RouterConfig, RouterInfo, DEFAULT_RETRY};
 use super::volumes::{self, CgroupFreezer, NoFreezer};
 use super::{health, network, Endpoint};
@@ -186,6 +188,8 @@ pub struct Deploy<'a> {
     wants: BTreeMap<String, Want<'a>>,
     changes: Changes,
     router: Option<(RouterInfo, RouterClient)>,
+    /// The environment's routes as the ingress expanded them (for `KILN_ROUTES`).
+    routes: Vec<Route>,
     /// Whether the router was started by this deploy (it starts held).
     fresh: bool,
     /// The network plan of the new topology, and the union with the old one once applied.
@@ -225,6 +229,7 @@ impl<'a> Deploy<'a> {
             wants: BTreeMap::new(),
             changes: Changes::default(),
             router: None,
+            routes: Vec::new(),
             fresh: false,
             plan: None,
             union: None,
@@ -274,6 +279,7 @@ impl<'a> Deploy<'a> {
         if fresh || !self.changes.is_noop() {
             ctl.lease()?;
         }
+        self.routes = ctl.routes(&self.req.config.project, &route_specs(&self.req.config))?;
         self.fresh = fresh;
         if fresh {
             self.held_at = Some(Instant::now());
@@ -354,13 +360,6 @@ impl<'a> Deploy<'a> {
             step: "create",
             needs: "add_links",
         })?;
-        let router_url = format!(
-            "http://{}/",
-            self.state
-                .router
-                .as_ref()
-                .map_or(self.req.listen, |r| r.listen)
-        );
         let ids = crate::env_state::id_range(root, &mut self.state)?;
         for name in self.changes.replace.iter().chain(&self.changes.start) {
             let w = &self.wants[name];
@@ -375,7 +374,7 @@ impl<'a> Deploy<'a> {
                 plan,
                 name,
                 want: w,
-                router_url: &router_url,
+                routes: &self.routes,
                 id_map: (!w.service.security.host_root).then_some(ids),
             };
             let (saved, record) = ctx.prepare()?;
@@ -483,12 +482,15 @@ impl<'a> Deploy<'a> {
     pub fn switch_and_release(&mut self) -> Result<(), DeployError> {
         let (root, env) = (&self.req.runtime_root, &self.req.env);
         let routed = routed(&self.req.config);
-        if let Some((app, port)) = &routed {
+        for (app, port) in apps_with_ports(&self.req.config) {
             let ep = Endpoint::in_netns(
-                ([127, 0, 0, 1], *port).into(),
-                &kiln_netns::netns_path(root, env, app),
+                ([127, 0, 0, 1], port).into(),
+                &kiln_netns::netns_path(root, env, &app),
             );
-            self.ctl()?.switch(&ep)?;
+            if routed.as_ref().is_some_and(|(main, _)| *main == app) {
+                self.ctl()?.switch(&ep)?;
+            }
+            self.ctl()?.switch_app(&ep, Some(&app))?;
         }
         self.state.routed = routed.map(|(app, _)| app);
         self.state.network = self.plan.clone();
@@ -772,9 +774,36 @@ fn ports(svc: &Service) -> Vec<u16> {
 
 /// The app the router sends requests to: the first app with a port.
 fn routed(config: &ProjectConfig) -> Option<(String, u16)> {
+    apps_with_ports(config).next()
+}
+
+/// Every app with a port (routes may name any of them).
+fn apps_with_ports(config: &ProjectConfig) -> impl Iterator<Item = (String, u16)> + '_ {
     config
         .apps()
-        .find_map(|(s, a)| a.port.map(|p| (s.name.clone(), p)))
+        .filter_map(|(s, a)| a.port.map(|p| (s.name.clone(), p)))
+}
+
+/// The project's `[routes]` as the ingress takes them (none: `http://{default}/` → the main
+/// app).
+fn route_specs(config: &ProjectConfig) -> Vec<ingress_routes::RouteSpec> {
+    config
+        .routes
+        .iter()
+        .map(|(pattern, r)| ingress_routes::RouteSpec {
+            pattern: pattern.clone(),
+            target: match &r.redirect {
+                Some(to) => ingress_routes::Target::Redirect {
+                    to: to.clone(),
+                    code: r.code.unwrap_or(301),
+                },
+                None => ingress_routes::Target::Upstream {
+                    upstream: r.upstream.clone(),
+                },
+            },
+            primary: r.primary,
+        })
+        .collect()
 }
 
 /// Times the steps of a deploy.
@@ -886,7 +915,7 @@ struct SpecContext<'c> {
     plan: &'c kiln_netns::Plan,
     name: &'c str,
     want: &'c Want<'c>,
-    router_url: &'c str,
+    routes: &'c [Route],
     /// The environment's id range, unless the service opted out to host root.
     id_map: Option<IdRange>,
 }
@@ -1073,7 +1102,10 @@ impl SpecContext<'_> {
         set("KILN_SERVICE", name);
         set("KILN_GIT_SHA", &req.commit);
         set("KILN_GIT_BRANCH", req.branch.as_deref().unwrap_or(""));
-        set("KILN_ROUTES", &routes_env(self.router_url, name));
+        set("KILN_ROUTES", &ingress_routes::routes_env(self.routes));
+        if let Some(primary) = self.routes.iter().find(|r| r.primary) {
+            set("KILN_ROUTE", &primary.url);
+        }
         Ok(vars)
     }
 
@@ -1106,13 +1138,6 @@ impl SpecContext<'_> {
             host_root: w.service.security.host_root,
         })
     }
-}
-
-/// `KILN_ROUTES`: base64 of JSON `{url: {"type": "upstream", "upstream": service}}`.
-fn routes_env(url: &str, service: &str) -> String {
-    use base64::Engine;
-    let json = serde_json::json!({ url: { "type": "upstream", "upstream": service } });
-    base64::engine::general_purpose::STANDARD.encode(json.to_string())
 }
 
 #[cfg(test)]

@@ -1,15 +1,18 @@
-//! Hold, switch, release: the router's one piece of shared state.
+//! Hold, switch, release: an environment's one piece of shared state.
 //!
-//! Every request passes the gate after its head is read and before anything is sent upstream.
-//! While the gate is held, requests wait there (their connections stay open and accepted); a
-//! request that passed holds a [`Ticket`] until its response is relayed, so `hold` can wait
-//! for the old upstream to drain. `release` lets the waiting requests through to whatever
-//! upstream is current by then.
+//! Every request passes its environment's gate after its head is read and before anything is
+//! sent upstream. While the gate is held, requests wait there (an async wait: their
+//! connections stay open and cost no thread); a request that passed holds a [`Ticket`] until
+//! its response is relayed, so `hold` can wait for the old upstream to drain, never longer
+//! than its own deadline. `release` lets the waiting requests through to whatever upstream is
+//! current by then.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::upstream::Upstream;
 use crate::endpoint::Endpoint;
@@ -17,8 +20,11 @@ use crate::endpoint::Endpoint;
 /// Counters and state the router reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GateStatus {
-    /// The current upstream, as `IP:PORT[@NETNS_PATH]`.
+    /// The current upstream of the main app, as `IP:PORT[@NETNS_PATH]`.
     pub upstream: Option<String>,
+    /// The current upstream of each named app.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub apps: BTreeMap<String, String>,
     /// Whether requests are being held.
     pub held: bool,
     /// Requests waiting at the gate now.
@@ -56,30 +62,46 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 struct State {
     upstream: Option<Arc<Upstream>>,
+    apps: BTreeMap<String, Arc<Upstream>>,
     held_since: Option<Instant>,
     /// The control connection whose end releases the current hold.
     lease: Option<u64>,
     status: GateStatus,
 }
 
-/// The gate all requests pass.
-#[derive(Debug, Default)]
+/// The gate all requests of one environment pass.
+#[derive(Debug)]
 pub struct Gate {
     state: Mutex<State>,
+    /// Signalled when a request ends (for `hold`).
     changed: Condvar,
+    /// Bumped on every release (for waiting requests).
+    released: watch::Sender<u64>,
+    /// How long a refusing upstream is retried.
+    retry: Duration,
 }
 
 /// A request's pass through the gate, held until its response is relayed.
 #[derive(Debug)]
-pub struct Ticket<'a> {
-    gate: &'a Gate,
+pub struct Ticket {
+    gate: Arc<Gate>,
     /// Where the request goes.
     pub upstream: Arc<Upstream>,
     /// How long it waited at a held gate.
     pub waited: Duration,
 }
 
-impl Drop for Ticket<'_> {
+/// A request waiting at a held gate; counted out when it passes or its client goes.
+struct Waiting<'a>(&'a Gate);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.status.waiting = s.status.waiting.saturating_sub(1);
+    }
+}
+
+impl Drop for Ticket {
     fn drop(&mut self) {
         let mut s = self.gate.lock();
         s.status.in_flight = s.status.in_flight.saturating_sub(1);
@@ -88,14 +110,20 @@ impl Drop for Ticket<'_> {
 }
 
 impl Gate {
-    /// A gate with `upstream` (or none yet), held or open.
-    pub fn new(upstream: Option<Endpoint>, held: bool) -> Self {
-        let gate = Self::default();
+    /// A gate with `upstream` (or none yet), held or open; a refusing upstream is retried for
+    /// `retry` before a request fails.
+    pub fn new(upstream: Option<Endpoint>, held: bool, retry: Duration) -> Self {
+        let gate = Self {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            released: watch::Sender::new(0),
+            retry,
+        };
         {
             let mut s = gate.lock();
             if let Some(e) = upstream {
                 s.status.upstream = Some(e.to_string());
-                s.upstream = Some(Arc::new(Upstream::new(e)));
+                s.upstream = Some(Arc::new(Upstream::new(e, retry)));
             }
             if held {
                 s.status.held = true;
@@ -110,32 +138,44 @@ impl Gate {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits while held; `None` when open with no upstream to send to.
-    pub fn admit(&self) -> Option<Ticket<'_>> {
-        let mut s = self.lock();
+    /// Waits (async) while held; then the upstream of `app` (`None`: the main app), or
+    /// `None` when there is none to send to.
+    pub async fn admit(self: &Arc<Self>, app: Option<&str>) -> Option<Ticket> {
         let start = Instant::now();
-        let mut waited = None;
-        while s.status.held {
-            if waited.is_none() {
-                s.status.waiting += 1;
-                waited = Some(start);
-            }
-            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        let mut waiting = None;
+        loop {
+            let mut rx = {
+                let mut s = self.lock();
+                if !s.status.held {
+                    if let Some(w) = waiting.take() {
+                        drop(s);
+                        drop::<Waiting<'_>>(w);
+                        s = self.lock();
+                        s.status.held_total += 1;
+                        let w = start.elapsed();
+                        s.status.longest_hold_ms = s.status.longest_hold_ms.max(ms(w));
+                    }
+                    let upstream = match app {
+                        Some(a) => s.apps.get(a).or(s.upstream.as_ref()),
+                        None => s.upstream.as_ref(),
+                    }?
+                    .clone();
+                    s.status.in_flight += 1;
+                    return Some(Ticket {
+                        gate: Arc::clone(self),
+                        upstream,
+                        waited: start.elapsed(),
+                    });
+                }
+                if waiting.is_none() {
+                    s.status.waiting += 1;
+                    waiting = Some(Waiting(self));
+                }
+                self.released.subscribe()
+            };
+            // A closed channel cannot happen (the gate owns the sender); either way, look again.
+            let _ = rx.changed().await;
         }
-        let waited = waited.map_or(Duration::ZERO, |t| {
-            s.status.waiting -= 1;
-            s.status.held_total += 1;
-            let w = t.elapsed();
-            s.status.longest_hold_ms = s.status.longest_hold_ms.max(ms(w));
-            w
-        });
-        let upstream = s.upstream.clone()?;
-        s.status.in_flight += 1;
-        Some(Ticket {
-            gate: self,
-            upstream,
-            waited,
-        })
     }
 
     /// Holds new requests and waits up to `timeout` for those in flight to finish; true when
@@ -161,12 +201,21 @@ impl Gate {
         true
     }
 
-    /// Sends requests admitted from now on to `endpoint`; the old upstream's idle
-    /// connections are closed when its last request ends.
-    pub fn switch(&self, endpoint: Endpoint) {
+    /// Sends requests admitted from now on to `endpoint` (for `app`, or the main app); the
+    /// old upstream's idle connections are closed when its last request ends.
+    pub fn switch(&self, endpoint: Endpoint, app: Option<&str>) {
         let mut s = self.lock();
-        s.status.upstream = Some(endpoint.to_string());
-        s.upstream = Some(Arc::new(Upstream::new(endpoint)));
+        let up = Arc::new(Upstream::new(endpoint.clone(), self.retry));
+        match app {
+            Some(a) => {
+                s.status.apps.insert(a.to_string(), endpoint.to_string());
+                s.apps.insert(a.to_string(), up);
+            }
+            None => {
+                s.status.upstream = Some(endpoint.to_string());
+                s.upstream = Some(up);
+            }
+        }
     }
 
     /// Ties the current hold (or the next, until a release) to `session`.
@@ -200,6 +249,7 @@ impl Gate {
         s.status.held = false;
         s.lease = None;
         self.changed.notify_all();
+        self.released.send_modify(|g| *g = g.wrapping_add(1));
         s.status.waiting
     }
 
@@ -216,6 +266,11 @@ impl Gate {
     /// Counts an accepted client connection.
     pub fn connection(&self) {
         self.lock().status.connections += 1;
+    }
+
+    /// How long a refusing upstream is retried.
+    pub fn retry(&self) -> Duration {
+        self.retry
     }
 
     /// A snapshot of the counters.
@@ -237,24 +292,37 @@ mod tests {
         Endpoint::host(([127, 0, 0, 1], port).into())
     }
 
+    fn gate(upstream: Option<Endpoint>, held: bool) -> Arc<Gate> {
+        Arc::new(Gate::new(upstream, held, Duration::from_secs(1)))
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
     #[test]
     fn a_held_request_passes_after_release_to_the_new_upstream() {
-        let gate = Gate::new(Some(endpoint(1)), false);
+        let rt = runtime();
+        let gate = gate(Some(endpoint(1)), false);
         assert!(gate.hold(Duration::from_secs(1)), "nothing in flight");
-        std::thread::scope(|s| {
-            let waiter = s.spawn(|| {
-                gate.admit()
-                    .map(|t| (t.upstream.endpoint.clone(), t.waited))
-            });
-            while gate.status().waiting == 0 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            gate.switch(endpoint(2));
-            assert_eq!(gate.release(), 1);
-            let (went_to, waited) = waiter.join().expect("join").expect("admitted");
-            assert_eq!(went_to, endpoint(2));
-            assert!(waited > Duration::ZERO);
+        let g = Arc::clone(&gate);
+        let waiter = rt.spawn(async move {
+            g.admit(None)
+                .await
+                .map(|t| (t.upstream.endpoint.clone(), t.waited))
         });
+        while gate.status().waiting == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        gate.switch(endpoint(2), None);
+        assert_eq!(gate.release(), 1);
+        let (went_to, waited) = rt.block_on(waiter).expect("join").expect("admitted");
+        assert_eq!(went_to, endpoint(2));
+        assert!(waited > Duration::ZERO);
         let st = gate.status();
         assert_eq!(
             (st.held, st.waiting, st.in_flight, st.held_total),
@@ -264,10 +332,17 @@ mod tests {
     }
 
     #[test]
-    fn hold_waits_for_requests_in_flight() {
-        let gate = Gate::new(Some(endpoint(1)), false);
-        let ticket = gate.admit().expect("open gate admits");
-        assert!(!gate.hold(Duration::from_millis(20)), "one still in flight");
+    fn hold_waits_for_requests_in_flight_but_never_past_its_deadline() {
+        let rt = runtime();
+        let gate = gate(Some(endpoint(1)), false);
+        let ticket = rt.block_on(gate.admit(None)).expect("open gate admits");
+        let t = Instant::now();
+        assert!(!gate.hold(Duration::from_millis(50)), "one still in flight");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
         std::thread::scope(|s| {
             let holder = s.spawn(|| gate.hold(Duration::from_secs(10)));
             std::thread::sleep(Duration::from_millis(10));
@@ -280,8 +355,22 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_request_whose_client_goes_is_counted_out() {
+        let rt = runtime();
+        let gate = gate(Some(endpoint(1)), true);
+        let g = Arc::clone(&gate);
+        let waiter = rt.spawn(async move { g.admit(None).await.is_some() });
+        while gate.status().waiting == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        waiter.abort();
+        let _ = rt.block_on(waiter);
+        assert_eq!(gate.status().waiting, 0);
+    }
+
+    #[test]
     fn a_lease_releases_its_hold_when_it_ends_and_only_its_own() {
-        let gate = Gate::new(Some(endpoint(1)), true);
+        let gate = gate(Some(endpoint(1)), true);
         gate.lease(1);
         assert!(gate.end_lease(1), "the dead session's hold is released");
         assert!(!gate.status().held);
@@ -303,7 +392,17 @@ mod tests {
     }
 
     #[test]
-    fn an_open_gate_without_upstream_admits_nothing() {
-        assert!(Gate::new(None, false).admit().is_none());
+    fn an_open_gate_without_upstream_admits_nothing_and_apps_fall_back_to_main() {
+        let rt = runtime();
+        assert!(rt.block_on(gate(None, false).admit(None)).is_none());
+        let g = gate(Some(endpoint(1)), false);
+        g.switch(endpoint(2), Some("api"));
+        let to = |app| {
+            rt.block_on(g.admit(app))
+                .map(|t| t.upstream.endpoint.clone())
+        };
+        assert_eq!(to(Some("api")), Some(endpoint(2)));
+        assert_eq!(to(Some("other")), Some(endpoint(1)));
+        assert_eq!(to(None), Some(endpoint(1)));
     }
 }

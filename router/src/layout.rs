@@ -1,11 +1,15 @@
-//! Where an environment's router files live, and the names that may become path components.
+//! Where the ingress and each environment's router files live, and the names that may become
+//! path components.
 //!
 //! ```text
-//! $KILN_RUNTIME/envs/<env>/router.sock    the router's control socket
-//! $KILN_RUNTIME/envs/<env>/router.pid     the router's pid
-//! $KILN_RUNTIME/envs/<env>/router.json    the router's pid, start time and listen address
-//! $KILN_RUNTIME/envs/<env>/router.log     the router's stdout/stderr
-//! $KILN_RUNTIME/envs/<env>/router.lock    flock held by the running router
+//! $KILN_RUNTIME/ingress/ingress.sock    the ingress's control socket
+//! $KILN_RUNTIME/ingress/ingress.json    the ingress's record (pid, listen addresses, domain)
+//! $KILN_RUNTIME/ingress/ingress.lock    flock held by the running ingress
+//! $KILN_RUNTIME/ingress/ingress.log     the ingress's stdout/stderr
+//! $KILN_RUNTIME/ingress/handoff.json    what a restarting ingress hands the new one
+//! $KILN_RUNTIME/envs/<env>/router.json  the environment's registration (pid, its own port)
+//! $KILN_RUNTIME/envs/<env>/routes.json  the routes the last deploy declared
+//! $KILN_RUNTIME/envs/<env>/access.log   one JSON line per request
 //! ```
 //!
 //! The environment directory and its name rules are defined here, the lowest crate that
@@ -23,29 +27,49 @@ pub fn env_dir(runtime_root: &Path, env: &str) -> PathBuf {
     runtime_root.join("envs").join(env)
 }
 
-/// The router's control socket.
-pub fn router_socket(runtime_root: &Path, env: &str) -> PathBuf {
-    env_dir(runtime_root, env).join("router.sock")
+/// The ingress's directory.
+pub fn ingress_dir(runtime_root: &Path) -> PathBuf {
+    runtime_root.join("ingress")
 }
 
-/// The router's pid file.
-pub fn router_pid_file(runtime_root: &Path, env: &str) -> PathBuf {
-    env_dir(runtime_root, env).join("router.pid")
+/// The ingress's control socket.
+pub fn ingress_socket(runtime_root: &Path) -> PathBuf {
+    ingress_dir(runtime_root).join("ingress.sock")
 }
 
-/// The lock a running router holds for its whole life.
-pub fn router_lock(runtime_root: &Path, env: &str) -> PathBuf {
-    env_dir(runtime_root, env).join("router.lock")
+/// The state a restarting ingress hands to the new one.
+pub fn handoff_file(runtime_root: &Path) -> PathBuf {
+    ingress_dir(runtime_root).join("handoff.json")
 }
 
-/// The router's own record (pid, start time, listen address).
+/// The ingress's record.
+pub fn ingress_record(runtime_root: &Path) -> PathBuf {
+    ingress_dir(runtime_root).join("ingress.json")
+}
+
+/// The lock the running ingress holds for its whole life.
+pub fn ingress_lock(runtime_root: &Path) -> PathBuf {
+    ingress_dir(runtime_root).join("ingress.lock")
+}
+
+/// The ingress's log (its stdout and stderr).
+pub fn ingress_log(runtime_root: &Path) -> PathBuf {
+    ingress_dir(runtime_root).join("ingress.log")
+}
+
+/// An environment's registration with the ingress ([`crate::RouterInfo`]).
 pub fn router_record(runtime_root: &Path, env: &str) -> PathBuf {
     env_dir(runtime_root, env).join("router.json")
 }
 
-/// The router's log (its stdout and stderr).
-pub fn router_log(runtime_root: &Path, env: &str) -> PathBuf {
-    env_dir(runtime_root, env).join("router.log")
+/// The routes an environment's last deploy declared.
+pub fn routes_file(runtime_root: &Path, env: &str) -> PathBuf {
+    env_dir(runtime_root, env).join("routes.json")
+}
+
+/// An environment's access log (JSON lines).
+pub fn access_log(runtime_root: &Path, env: &str) -> PathBuf {
+    env_dir(runtime_root, env).join("access.log")
 }
 
 /// Checks an environment name: letters, digits, '-' and '_', starting with a letter or digit.

@@ -48,7 +48,11 @@ pub struct LogsArgs {
     /// Environment.
     env: String,
     /// Service.
-    service: String,
+    #[arg(required_unless_present = "router")]
+    service: Option<String>,
+    /// The ingress's access log of the environment (JSON lines) instead of a service's output.
+    #[arg(long, conflicts_with = "service")]
+    router: bool,
     /// Keep printing what is appended.
     #[arg(short, long)]
     follow: bool,
@@ -116,9 +120,19 @@ pub fn logs(global: &Global, args: LogsArgs) -> ExitCode {
 }
 
 fn run_logs(global: &Global, args: LogsArgs) -> Result<()> {
-    let path = container::log_path(&global.root, &args.env, &args.service);
-    let mut f = std::fs::File::open(&path)
-        .with_context(|| format!("no log for service {} of {}", args.service, args.env))?;
+    let (path, what) = match &args.service {
+        Some(service) => (
+            container::log_path(&global.root, &args.env, service),
+            format!("service {service}"),
+        ),
+        None => {
+            kiln_deploy::layout::validate_env(&args.env)?;
+            let path = kiln_deploy::layout::access_log(&global.root, &args.env);
+            (path, "the router".to_string())
+        }
+    };
+    let mut f =
+        std::fs::File::open(&path).with_context(|| format!("no log for {what} of {}", args.env))?;
     let mut out = std::io::stdout().lock();
     let mut buf = Vec::new();
     loop {

@@ -220,6 +220,9 @@ fn print_status(s: &EnvStatus) {
             st.gate.failed,
             st.gate.longest_hold_ms
         );
+        for url in &st.urls {
+            println!("  url: {url}");
+        }
     }
     let record = s.record.as_ref();
     for (name, live) in &s.services {

@@ -9,6 +9,7 @@ mod deploy;
 mod env;
 mod export;
 mod image;
+mod ingress;
 mod net;
 mod pull;
 mod push;
@@ -91,9 +92,9 @@ pub enum Command {
     /// An environment as objects for another engine (`kiln export kubernetes`).
     #[command(subcommand)]
     Export(export::ExportCmd),
-    /// An environment's router process (internal: started by deploy and `kiln env router`).
-    #[command(hide = true)]
-    Router(router::RouterArgs),
+    /// The host's ingress: one HTTP(S) front door routing by host to every environment.
+    #[command(subcommand)]
+    Ingress(ingress::IngressCommand),
 }
 
 /// Reports a command's error (with its causes) under `kiln AREA:` and turns the result into
@@ -144,6 +145,6 @@ pub fn main() -> ExitCode {
         Command::Push(args) => push::main(&cli.global, args),
         Command::Pull(args) => pull::main(&cli.global, args),
         Command::Export(cmd) => export::main(&cli.global, cmd),
-        Command::Router(args) => router::run(&cli.global, args),
+        Command::Ingress(cmd) => ingress::run(&cli.global, cmd),
     }
 }

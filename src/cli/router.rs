@@ -1,20 +1,17 @@
-//! `kiln router`: an environment's router process (internal: `kiln env router start` and
-//! deploy run it detached).
+//! How an environment is registered with the host ingress: shared by `kiln env router ENV
+//! start` and (through the library) deploy.
 
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
-use kiln_router::Endpoint;
-use kiln_router::{daemon, RouterConfig};
+use kiln_router::{Endpoint, RouterConfig};
 
 use super::Global;
 
-/// How a router is set up: shared by `kiln router` and `kiln env router ENV start`.
+/// How an environment's router is set up (`kiln env router ENV start`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RouterOpts {
-    /// Host address to listen on (port 0: any free port).
+    /// The environment's own loopback port on the ingress (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Upstream: IP:PORT, or IP:PORT@NETNS_PATH to connect from inside a network namespace.
@@ -29,7 +26,7 @@ pub struct RouterOpts {
 }
 
 impl RouterOpts {
-    /// The router config for `env` under the runtime root of `global`.
+    /// The registration for `env` under the runtime root of `global`.
     pub fn config(self, global: &Global, env: &str) -> RouterConfig {
         RouterConfig {
             env: env.to_string(),
@@ -40,35 +37,4 @@ impl RouterOpts {
             retry: Duration::from_millis(self.retry_ms),
         }
     }
-}
-
-/// `kiln router` arguments.
-#[derive(Debug, clap::Args)]
-pub struct RouterArgs {
-    /// Environment name.
-    #[arg(long)]
-    env: String,
-    #[command(flatten)]
-    opts: RouterOpts,
-    /// Fork into the background; print the router's record as JSON once it listens.
-    #[arg(long)]
-    detach: bool,
-}
-
-/// Runs the router (in the foreground, or detached).
-pub fn run(global: &Global, args: RouterArgs) -> ExitCode {
-    super::finish("router", dispatch(global, args))
-}
-
-/// Builds the config and runs it.
-fn dispatch(global: &Global, args: RouterArgs) -> Result<()> {
-    let config = args.opts.config(global, &args.env);
-    if args.detach {
-        let info = daemon::run_detached(&config)?;
-        println!("{}", serde_json::to_string(&info)?);
-    } else {
-        // The router reports where it listens on stderr itself.
-        kiln_router::run(&config, |_| {})?;
-    }
-    Ok(())
 }

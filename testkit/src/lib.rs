@@ -8,9 +8,11 @@
 //! - [`runtime_support`]: an OCI bundle run through the `kiln` binary.
 //! - [`deploy_support`]: an environment with namespaces, test apps and a router.
 //! - [`loadgen`]: a tiny HTTP app and a keep-alive load generator (tests and bench).
+//! - [`ingress_support`]: the host ingress, raw HTTP over TCP, a response reader.
 
 pub mod build_support;
 pub mod common;
 pub mod deploy_support;
+pub mod ingress_support;
 pub mod loadgen;
 pub mod runtime_support;

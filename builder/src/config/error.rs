@@ -5,6 +5,9 @@ use std::fmt;
 /// What is wrong with a key of kiln.toml.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
+    /// A `[routes]` entry that cannot be served.
+    #[error("{0}")]
+    BadRoute(String),
     /// The text is not TOML.
     #[error("TOML syntax: {0}")]
     Syntax(String),

@@ -11,7 +11,7 @@ pub use error::{ConfigError, ConfigErrors, Problem};
 pub use locate::{position_of, Position};
 pub use model::{
     is_registry_reference, App, Build, Deploy, Endpoint, Flavor, ImageService, Mount,
-    PackageManager, ProjectConfig, Registry, Relationship, Security, Service, ServiceKind,
+    PackageManager, ProjectConfig, Registry, Relationship, Route, Security, Service, ServiceKind,
     APP_ROOT, DEFAULT_HEALTH_TIMEOUT_SECS, DEFAULT_HOOK_TIMEOUT_SECS, DEFAULT_STOP_GRACE_SECS,
 };
 pub use size::parse_size;

@@ -23,6 +23,9 @@ pub struct ProjectConfig {
     pub services: BTreeMap<String, Service>,
     /// `[registry]`: where `kiln build` pushes each service's image (None: nowhere).
     pub registry: Option<Registry>,
+    /// `[routes]`: URL pattern (`{default}` is the environment's host) → what answers it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, Route>,
 }
 
 /// `[registry]`: `url = "host[:port][/prefix]"`; each image goes to `url/<project>/<service>:<commit>`.
@@ -41,6 +44,19 @@ pub struct Registry {
 pub fn is_registry_reference(base: &str) -> bool {
     base.split_once('/')
         .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
+}
+
+/// One route of `[routes]`: an app, or a redirect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// The app that answers (`None` with no redirect: the first app with a port).
+    pub upstream: Option<String>,
+    /// Where it redirects to (`{default}` expanded).
+    pub redirect: Option<String>,
+    /// The redirect's status (default 301).
+    pub code: Option<u16>,
+    /// The environment's primary URL (`KILN_ROUTE`); at most one route.
+    pub primary: bool,
 }
 
 /// One entry of `[services]`: what both kinds share, plus the kind.

@@ -14,6 +14,8 @@ pub(crate) struct RawProject {
     #[serde(default)]
     pub services: BTreeMap<String, RawService>,
     pub registry: Option<RawRegistry>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RawRoute>,
 }
 
 /// `[registry]`: where `kiln build` pushes each service's image after a build.
@@ -24,6 +26,16 @@ pub(crate) struct RawRegistry {
     pub ca: Option<String>,
     #[serde(default)]
     pub plain_http: bool,
+}
+
+/// One `[routes."<url pattern>"]` table: `upstream = "<app>"` or `redirect = "<url>"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub upstream: Option<String>,
+    pub redirect: Option<String>,
+    pub code: Option<u16>,
+    pub primary: Option<bool>,
 }
 
 /// One `[services.<name>]` table: an app (base + source) or a service (image); validation decides.

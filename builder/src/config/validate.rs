@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use super::error::Problem;
 use super::model::{
     is_registry_reference, App, Build, Deploy, Endpoint, ImageService, Mount, ProjectConfig,
-    Registry, Relationship, Security, Service, ServiceKind, APP_ROOT, DEFAULT_HOOK_TIMEOUT_SECS,
+    Registry, Relationship, Route, Security, Service, ServiceKind, APP_ROOT,
+    DEFAULT_HOOK_TIMEOUT_SECS,
 };
 use super::schema::{
-    RawBuild, RawDeploy, RawEndpoint, RawProject, RawRegistry, RawService, RawSize,
+    RawBuild, RawDeploy, RawEndpoint, RawProject, RawRegistry, RawRoute, RawService, RawSize,
 };
 use super::size::parse_size;
 
@@ -57,15 +58,79 @@ pub(crate) fn validate(raw: RawProject) -> Result<ProjectConfig, Vec<Found>> {
         .registry
         .as_ref()
         .and_then(|r| check_registry(&mut c, r));
+    let routes = check_routes(&mut c, &raw.routes, &services);
     if c.found.is_empty() {
         Ok(ProjectConfig {
             project: raw.project,
             services,
             registry,
+            routes,
         })
     } else {
         Err(c.found)
     }
+}
+
+/// `[routes]`: each pattern an http(s) URL, an upstream that is an app with a port (or a
+/// redirect, not both), redirect codes 301/302/307/308, at most one primary.
+fn check_routes(
+    c: &mut Checker,
+    raw: &BTreeMap<String, RawRoute>,
+    services: &BTreeMap<String, Service>,
+) -> BTreeMap<String, Route> {
+    let mut out = BTreeMap::new();
+    for (pattern, r) in raw {
+        let at = ["routes", pattern.as_str()];
+        let mut bad = |why: String| c.report(&at, Problem::BadRoute(why));
+        if !(pattern.starts_with("http://") || pattern.starts_with("https://")) {
+            bad("a route is a URL starting with http:// or https:// (`{default}` is the environment's host)".into());
+        }
+        match (&r.upstream, &r.redirect) {
+            (Some(_), Some(_)) => bad("sets both `upstream` and `redirect`; use one".into()),
+            (Some(app), None) => match services.get(app).and_then(|s| s.app()) {
+                None => bad(format!(
+                    "upstream `{app}` is not an app declared in [services]"
+                )),
+                Some(a) if a.port.is_none() => {
+                    bad(format!("upstream `{app}` has no `port` to route to"))
+                }
+                Some(_) => {}
+            },
+            (None, Some(_)) => {}
+            (None, None) => {}
+        }
+        if let Some(code) = r.code {
+            if r.redirect.is_none() || ![301, 302, 307, 308].contains(&code) {
+                bad(format!(
+                    "`code = {code}`: a redirect's code is 301, 302, 307 or 308"
+                ));
+            }
+        }
+        out.insert(
+            pattern.clone(),
+            Route {
+                upstream: r.upstream.clone(),
+                redirect: r.redirect.clone(),
+                code: r.code,
+                primary: r.primary.unwrap_or(false),
+            },
+        );
+    }
+    let primaries: Vec<&String> = out
+        .iter()
+        .filter(|(_, r)| r.primary)
+        .map(|(p, _)| p)
+        .collect();
+    if primaries.len() > 1 {
+        c.report(
+            &["routes", primaries[1].as_str()],
+            Problem::BadRoute(format!(
+                "more than one route is primary (also `{}`)",
+                primaries[0]
+            )),
+        );
+    }
+    out
 }
 
 /// The first app-only key a service sets, by name.
