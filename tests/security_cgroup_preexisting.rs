@@ -125,7 +125,7 @@ fn delete_force_and_kill_all_signal_only_the_containers_processes() {
     let gone = kiln_util::wait::until(
         kiln_util::wait::Deadline::after(std::time::Duration::from_secs(5)),
         std::time::Duration::from_millis(10),
-        || kiln_util::process::stat(init as u32).map_or(true, |s| s.exited()),
+        || kiln_util::process::stat(init as u32).is_none_or(|s| s.exited()),
     );
     assert!(gone, "kill --all did not kill the container's init");
     host.assert_untouched("kill --all");
