@@ -189,6 +189,10 @@ impl Runtime {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
             .map_err(std::io::Error::from)
             .at("mkfifo", &fifo)?;
+        // Writable by anyone (not cut by the umask): the init opens it after switching to the
+        // process's user. Only the init holds a descriptor that leads to it.
+        fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .at("chmod", &fifo)?;
         if plan.new_userns {
             // The init opens the fifo as the container's root: give it to that user.
             let host = |m: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
