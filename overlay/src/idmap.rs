@@ -141,7 +141,7 @@ impl UserNs {
             move |e: std::io::Error| f(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
         };
         let tree =
-            kiln_util::mount::clone_tree(&src, false).map_err(io_err("open_tree", source))?;
+            kiln_util::mount::clone_private(&src, false).map_err(io_err("open_tree", source))?;
         kiln_util::mount::idmap(&tree, &self.fd)
             .map_err(io_err("mount_setattr(MOUNT_ATTR_IDMAP)", source))?;
         kiln_util::mount::attach(&tree, &dst).map_err(io_err("move_mount", target))?;

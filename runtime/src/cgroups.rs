@@ -59,6 +59,7 @@ const DEFAULT_DEVICE_RULES: &[(DeviceType, i64, i64, &str)] = &[
 pub struct ContainerCgroup {
     cg: Cgroup,
     key: String,
+    owned: bool,
 }
 
 /// Where a container's cgroup is: `leaf` under each hierarchy's `parents` entry (absent = the
@@ -68,6 +69,10 @@ struct Paths {
     leaf: String,
     #[serde(default)]
     parents: BTreeMap<String, String>,
+    /// The cgroup existed before the container was created: it may hold processes that are
+    /// not the container's, so kiln neither kills its members nor removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    preexisting: bool,
 }
 
 impl Paths {
@@ -81,12 +86,13 @@ impl Paths {
         Paths {
             leaf: key.to_string(),
             parents: BTreeMap::new(),
+            preexisting: false,
         }
     }
 
     /// The state key: the plain leaf when no hierarchy nests, else the JSON form.
     fn key(&self) -> String {
-        if self.parents.is_empty() {
+        if self.parents.is_empty() && !self.preexisting {
             return self.leaf.clone();
         }
         serde_json::to_string(self).unwrap_or_else(|_| self.leaf.clone())
@@ -192,6 +198,7 @@ impl ContainerCgroup {
             Some(leaf) if absolute => Paths {
                 leaf,
                 parents: BTreeMap::new(),
+                preexisting: false,
             },
             leaf => Paths {
                 leaf: leaf.unwrap_or_else(|| {
@@ -200,11 +207,18 @@ impl ContainerCgroup {
                         .into_owned()
                 }),
                 parents: own_cgroups()?,
+                preexisting: false,
             },
         };
+        let mut paths = paths;
+        paths.preexisting = handle(&paths).exists();
         let key = paths.key();
         let cg = handle(&paths);
-        let me = ContainerCgroup { cg, key };
+        let me = ContainerCgroup {
+            cg,
+            key,
+            owned: !paths.preexisting,
+        };
         me.cg.create().map_err(|e| err(&me.key, "creating", e))?;
         let none = LinuxResources::default();
         if let Err(e) = me.apply(res.unwrap_or(&none)) {
@@ -221,6 +235,7 @@ impl ContainerCgroup {
         ContainerCgroup {
             cg: handle(&paths),
             key: key.to_string(),
+            owned: !paths.preexisting,
         }
     }
 
@@ -268,8 +283,18 @@ impl ContainerCgroup {
         f.thaw().map_err(|e| err(&self.key, "thawing", e))
     }
 
+    /// Whether kiln created the cgroup for the container (it did not exist before): only then
+    /// are all its members the container's.
+    pub fn owned(&self) -> bool {
+        self.owned
+    }
+
     /// Removes the cgroup directories, retrying while exiting processes leave (up to `wait`).
+    /// A cgroup that existed before the container ([`Self::owned`] false) is left in place.
     pub fn remove(&self, wait: Duration) -> Result<()> {
+        if !self.owned {
+            return Ok(());
+        }
         kiln_util::wait::retry(Deadline::after(wait), Duration::from_millis(2), |_| {
             self.cg.delete()
         })

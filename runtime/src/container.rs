@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -189,6 +189,10 @@ impl Runtime {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
             .map_err(std::io::Error::from)
             .at("mkfifo", &fifo)?;
+        // Writable by anyone (not cut by the umask): the init opens it after switching to the
+        // process's user. Only the init holds a descriptor that leads to it.
+        fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .at("chmod", &fifo)?;
         if plan.new_userns {
             // The init opens the fifo as the container's root: give it to that user.
             let host = |m: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
@@ -557,7 +561,7 @@ impl Container {
         )?;
         if all {
             if let Some(cg) = self.cgroup() {
-                for p in cg.procs() {
+                for p in self.members(&cg) {
                     let _ = sys::kill(p, sig);
                 }
                 return Ok(());
@@ -602,7 +606,7 @@ impl Container {
             // The init is gone; anything it left in the cgroup goes too.
             Status::Stopped => {
                 if let Some(cg) = &cg {
-                    for p in cg.procs() {
+                    for p in self.members(cg) {
                         let _ = sys::kill(p, libc::SIGKILL);
                     }
                 }
@@ -643,11 +647,38 @@ impl Container {
             if cgroups::frozen(cg) {
                 let _ = cg.thaw();
             }
-            for p in cg.procs() {
+            for p in self.members(cg) {
                 let _ = sys::kill(p, libc::SIGKILL);
             }
         }
         let _ = sys::kill(self.state.pid, libc::SIGKILL);
+    }
+
+    /// The processes of `cg` that are the container's: all of them in a cgroup kiln created;
+    /// in one that existed before (which may hold anyone's), only those in the init's own pid
+    /// namespace (none once the init is gone: the kernel ends that namespace with it).
+    fn members(&self, cg: &ContainerCgroup) -> Vec<i32> {
+        let procs = cg.procs();
+        if cg.owned() {
+            return procs;
+        }
+        let ns_of = |pid: i32| {
+            std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+                .ok()
+                .map(|m| m.ino())
+        };
+        let init_alive = matches!(sys::proc_start_time(self.state.pid),
+            Some((s, false)) if s == self.state.pid_start);
+        let (Some(init_ns), true) = (ns_of(self.state.pid), init_alive) else {
+            return Vec::new();
+        };
+        if Some(init_ns) == ns_of(std::process::id() as i32) {
+            return Vec::new();
+        }
+        procs
+            .into_iter()
+            .filter(|&p| ns_of(p) == Some(init_ns))
+            .collect()
     }
 
     /// Waits until the init is gone (reaping it if it is our child) or a zombie of someone else.

@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+use caps::Capability;
 use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use crate::cgroups::ContainerCgroup;
@@ -188,7 +189,10 @@ impl Container {
         let mut pty = None;
         loop {
             match chan.recv() {
-                Ok((Msg::Pid(p), _)) => child = Some(p),
+                // Only the helper reports it, once; the process it names must be kiln's own
+                // child (CLONE_PARENT): the socket is also held by the forked process, which a
+                // tracer in the container could make send anything.
+                Ok((Msg::Pid(p), _)) if child.is_none() && is_own_child(p) => child = Some(p),
                 Ok((Msg::Pty, fd)) => pty = fd,
                 Ok((Msg::Error(m), _)) => return Err(fail(child, Error::Init(m))),
                 Ok((other, _)) => {
@@ -214,6 +218,15 @@ impl Container {
         let code = wait_foreground(child, pty, opts.forward_signals)?;
         Ok(ExecOutcome::Exited(code))
     }
+}
+
+/// Whether `pid` is a child of this process.
+fn is_own_child(pid: i32) -> bool {
+    let me = std::process::id();
+    u32::try_from(pid)
+        .ok()
+        .and_then(kiln_util::process::stat)
+        .is_some_and(|s| s.ppid == me)
 }
 
 /// What the exec helper needs besides the namespaces and the process.
@@ -249,13 +262,22 @@ fn helper_main(
         .collect();
     process::close_leaked_fds(x.preserve_fds, &own)?;
     sys::join_session_keyring(&x.keyring).step(format!("joining session keyring {}", x.keyring))?;
+    // Before the fork that puts a process in the container's pid namespace, where a container
+    // process with CAP_SYS_PTRACE can trace it: the rlimits while raising them is permitted,
+    // then only the process's own capabilities and the three that switching the identity
+    // needs (dropped by finalize_identity). Non-dumpable since the start (PR_SET_DUMPABLE 0).
+    p.apply_rlimits()?;
+    p.limit_capabilities(&[
+        Capability::CAP_SETUID,
+        Capability::CAP_SETGID,
+        Capability::CAP_SETPCAP,
+    ])?;
     let child = sys::clone_again(libc::CLONE_PARENT)?;
     if child != 0 {
         chan.send(&Msg::Pid(child), None)
             .step("reporting the exec process")?;
         sys::exit_now(0);
     }
-    p.apply_rlimits()?;
     p.chdir()?;
     if x.terminal {
         let (master, slave) = tty::open_pty()?;

@@ -251,6 +251,10 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
     }
     a.process.chdir()?;
     let exe = a.process.resolve_exe()?;
+    // The identity and capabilities of the process before it blocks on the fifo (as runc):
+    // while it waits, anything that can trace it gains nothing the process will not have.
+    // no_new_privs and its seccomp filter stay for the last step before execve.
+    a.process.switch_identity()?;
     a.chan.send(&Msg::Ready, None).step("reporting ready")?;
 
     // Blocks until `start`; the write end stays open (close-on-exec) so that `start` sees EOF
@@ -270,7 +274,7 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
     {
         return Err(Error::Init("short write to the exec fifo".into()));
     }
-    a.process.finalize_identity()?;
+    a.process.restrict()?;
     Err(a.process.exec(&exe))
 }
 

@@ -219,6 +219,49 @@ impl Prepared {
     /// Switches user, groups, umask, capabilities, no_new_privs and seccomp (in the order that
     /// keeps each step permitted), leaving the process ready for execve.
     pub fn finalize_identity(&self) -> Result<()> {
+        self.switch_identity()?;
+        self.restrict()
+    }
+
+    /// Narrows the bounding, effective and permitted sets to the process's own plus `keep`
+    /// (what the remaining setup steps need; [`Prepared::finalize_identity`] drops them), so
+    /// that a tracer of this setup process gains nothing the process itself will not have.
+    pub fn limit_capabilities(&self, keep: &[Capability]) -> Result<()> {
+        let Some(c) = &self.caps else {
+            return Ok(());
+        };
+        let mut allowed: CapsHashSet = c.permitted.union(&c.effective).copied().collect();
+        allowed.extend(keep.iter().copied());
+        Self::drop_bounding(&c.bounding.union(&allowed).copied().collect())?;
+        for which in [CapSet::Effective, CapSet::Permitted] {
+            caps::set(None, which, &allowed)
+                .map_err(|e| Error::Config(format!("limiting {which:?} capabilities: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Drops every capability not in `keep` from the bounding set.
+    fn drop_bounding(keep: &CapsHashSet) -> Result<()> {
+        for cap in caps::all() {
+            if !keep.contains(&cap) {
+                match caps::drop(None, CapSet::Bounding, cap) {
+                    Ok(()) => {}
+                    // Capabilities newer than this kernel are not in its bounding set.
+                    Err(_) if !crate::process::cap_supported(cap) => {}
+                    Err(e) => {
+                        return Err(Error::Config(format!(
+                            "dropping {cap} from the bounding set: {e}"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches user, groups, umask and capabilities (and loads seccomp when that needs
+    /// privileges, without no_new_privs); [`Prepared::restrict`] completes it.
+    pub fn switch_identity(&self) -> Result<()> {
         if let Some(m) = self.umask {
             // SAFETY: umask cannot fail.
             unsafe { libc::umask(m as libc::mode_t) };
@@ -230,20 +273,7 @@ impl Prepared {
             }
         }
         if let Some(c) = &self.caps {
-            for cap in caps::all() {
-                if !c.bounding.contains(&cap) {
-                    match caps::drop(None, CapSet::Bounding, cap) {
-                        Ok(()) => {}
-                        // Capabilities newer than this kernel are not in its bounding set.
-                        Err(_) if !crate::process::cap_supported(cap) => {}
-                        Err(e) => {
-                            return Err(Error::Config(format!(
-                                "dropping {cap} from the bounding set: {e}"
-                            )))
-                        }
-                    }
-                }
-            }
+            Self::drop_bounding(&c.bounding)?;
             crate::sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0).step("prctl(PR_SET_KEEPCAPS)")?;
         }
         self.set_ids()?;
@@ -267,6 +297,11 @@ impl Prepared {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Sets no_new_privs and loads seccomp with it, the last steps before execve.
+    pub fn restrict(&self) -> Result<()> {
         if self.no_new_privs {
             crate::sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
                 .step("prctl(PR_SET_NO_NEW_PRIVS)")?;

@@ -168,7 +168,10 @@ pub(crate) fn host_sys_fallback(
     let o = parse_options(m.options().as_deref().unwrap_or(&[]));
     let host = Path::new("/sys");
     let src = sys::open(host, libc::O_PATH | libc::O_CLOEXEC, 0).at("opening", host)?;
-    let tree = kiln_util::mount::clone_tree(&src, false).at("copying the mount of", host)?;
+    // Private before it is attached: a clone of a shared host /sys would be a peer of it, and
+    // every mount made on the copy (the cgroup view, the masks, the container's own) would
+    // appear on the host's /sys.
+    let tree = kiln_util::mount::clone_private(&src, false).at("copying the mount of", host)?;
     let (set, clr) = kiln_util::mount::attrs_of_flags(o.flags);
     kiln_util::mount::set_attrs(&tree, false, set, clr)
         .at("setting the flags of the copy of", host)?;

@@ -150,6 +150,16 @@ pub fn clone_tree(fd: &impl AsRawFd, recursive: bool) -> io::Result<OwnedFd> {
     owned(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) })
 }
 
+/// A detached copy of the mount tree at `fd`, like [`clone_tree`], made private (every mount
+/// of it when `recursive`) before anyone can attach it: a plain clone of a shared mount joins
+/// its peer group, so whatever is later mounted on the copy (wherever it is attached) would
+/// propagate back to the original. For trees copied from the host's mount namespace.
+pub fn clone_private(fd: &impl AsRawFd, recursive: bool) -> io::Result<OwnedFd> {
+    let tree = clone_tree(fd, recursive)?;
+    set_propagation(&tree, recursive, libc::MS_PRIVATE)?;
+    Ok(tree)
+}
+
 /// Sets and clears `MOUNT_ATTR_*` bits on the mount at `fd` (and every mount below it when
 /// `recursive`).
 pub fn set_attrs(fd: &impl AsRawFd, recursive: bool, set: u64, clr: u64) -> io::Result<()> {
