@@ -327,11 +327,12 @@ fn containerd_runs_the_pushed_web_image_with_kiln_as_runc() {
 }
 
 /// Runs the web app (`python3 server.py`, PORT 8000 in the container's own network namespace,
-/// whose loopback kiln brings up as runc does) and prints what it answers to `/healthz` and `/`.
+/// whose loopback kiln brings up as runc does) and prints what it answers to `/healthz` and `/`
+/// (the app's own log lines go to /dev/null, its errors to stderr).
 const WEB_PROBE: &str = r#"
 import http.client, os, subprocess, sys, time
 print("cwd", os.getcwd())
-app = subprocess.Popen([sys.executable, "server.py"])
+app = subprocess.Popen([sys.executable, "server.py"], stdout=subprocess.DEVNULL)
 deadline = time.time() + 30
 def get(path):
     c = http.client.HTTPConnection("127.0.0.1", 8000, timeout=5)
