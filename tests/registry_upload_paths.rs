@@ -146,7 +146,12 @@ fn build_push_flag_pushes_each_service_to_the_named_registry() {
     let pulled = ok(
         sb.kiln()
             .env("KILN_STORE", &fresh)
-            .args(["pull", &format!("{to}/shop/web:{commit}"), "--plain-http", "--json"])
+            .args([
+                "pull",
+                &format!("{to}/shop/web:{commit}"),
+                "--plain-http",
+                "--json",
+            ])
             .output()
             .expect("spawn kiln"),
         "pull",
