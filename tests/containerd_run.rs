@@ -1,6 +1,6 @@
-//! containerd pulls the web image kiln pushed (examples/shop, TLS + basic auth registry) and runs
-//! it with kiln as its runc binary (`ctr run --runc-binary kiln`): the runc shim drives kiln's
-//! runc command line. containerd runs on a private socket, root and state under a temp dir, in
+//! containerd pulls images kiln pushed (a busybox image and examples/shop's web, TLS + basic
+//! auth registry) and runs them with kiln as its runc binary (`ctr run --runc-binary kiln`): the
+//! runc shim drives kiln's runc command line. containerd runs on a private socket, root and state under a temp dir, in
 //! its own mount namespace, under a child subreaper (pid 1 here does not reap orphans).
 
 mod registry_support;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_testkit::common::{kiln_bin, unique, Sandbox};
+use kiln_testkit::common::{busybox_rootfs, kiln_bin, unique, Sandbox};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use registry_support::{build, have_tools, ok, shop, Registry, PASSWORD, USER};
@@ -138,99 +138,217 @@ fn remove_cgroups(dir: &Path) {
     }
 }
 
+const TOOLS: &[&str] = &[
+    "docker-registry",
+    "htpasswd",
+    "openssl",
+    "containerd",
+    "ctr",
+    "unshare",
+    "python3",
+];
+
+/// A TLS + basic-auth registry, a kiln sandbox and a private containerd that trusts the
+/// registry's CA (hosts.toml: containerd talks plain HTTP to a loopback registry otherwise).
+struct Setup {
+    reg: Registry,
+    sb: Sandbox,
+    cd: Containerd,
+    hosts: String,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let reg = Registry::start(true, true);
+        let cd = Containerd::start();
+        let hosts = cd.dir.path().join("certs.d");
+        let host_dir = hosts.join(&reg.host);
+        std::fs::create_dir_all(&host_dir).expect("mkdir hosts dir");
+        std::fs::write(
+            host_dir.join("hosts.toml"),
+            format!(
+                "server = \"https://{h}\"\n[host.\"https://{h}\"]\n  \
+                 capabilities = [\"pull\", \"resolve\"]\n  ca = \"{ca}\"\n",
+                h = reg.host,
+                ca = reg.ca().display()
+            ),
+        )
+        .expect("write hosts.toml");
+        Self {
+            hosts: hosts.to_string_lossy().into_owned(),
+            reg,
+            sb: Sandbox::new(),
+            cd,
+        }
+    }
+
+    /// `kiln push IMAGE host/REPO`, then `ctr images pull` of it: containerd resolves the
+    /// digest kiln pushed. Returns the registry reference.
+    fn push_and_pull(&self, image: &str, repo: &str, digest: &str) -> String {
+        let auth = self.reg.auth_file("auth.json", PASSWORD);
+        let target = format!("{}/{repo}", self.reg.host);
+        let pushed = ok(
+            self.sb
+                .kiln()
+                .env("REGISTRY_AUTH_FILE", &auth)
+                .args(["push", image, &target, "--json", "--ca"])
+                .arg(self.reg.ca())
+                .output()
+                .expect("spawn kiln"),
+            "kiln push",
+        );
+        assert_eq!(pushed["digest"], digest);
+        let creds = format!("{USER}:{PASSWORD}");
+        let out = self.cd.ctr(&[
+            "images",
+            "pull",
+            "--user",
+            &creds,
+            "--hosts-dir",
+            &self.hosts,
+            &target,
+        ]);
+        assert!(out.status.success(), "ctr images pull: {out:?}");
+        let listed = self.cd.ctr(&["images", "ls"]);
+        let text = String::from_utf8_lossy(&listed.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&target) && l.contains(digest)),
+            "{text}"
+        );
+        target
+    }
+
+    /// `ctr run --runc-binary kiln --rm IMAGE ID ARGS...`.
+    fn run(&self, image: &str, args: &[&str]) -> Output {
+        let id = unique("cd");
+        let mut all = vec!["run", "--runc-binary", kiln_bin(), "--rm", image, &id];
+        all.extend_from_slice(args);
+        self.cd.ctr(&all)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.cd.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
 #[test]
-fn containerd_pulls_the_pushed_web_image_and_runs_it_with_kiln_as_runc() {
-    if !have_tools(&[
-        "docker-registry",
-        "htpasswd",
-        "openssl",
-        "containerd",
-        "ctr",
-        "unshare",
-        "python3",
-    ]) {
+fn containerd_pulls_images_kiln_pushed_and_runs_them_with_kiln_as_runc() {
+    if !have_tools(TOOLS) {
         return;
     }
-    let reg = Registry::start(true, true);
-    let sb = Sandbox::new();
-    let auth = reg.auth_file("auth.json", PASSWORD);
-    let repo = shop(&sb);
-    let web = build(&sb, &repo, &[])["services"][0].clone();
-    let image = format!("{}/shop/web:v1", reg.host);
-    let pushed = ok(
-        sb.kiln()
-            .env("REGISTRY_AUTH_FILE", &auth)
+    let s = Setup::new();
+    let rootfs = s.sb.dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    std::fs::write(rootfs.join("etc/motd"), "pushed by kiln\n").expect("write motd");
+    let imported = ok(
+        s.sb.kiln()
             .args([
-                "push",
-                web["image"].as_str().expect("image"),
-                &image,
+                "image",
+                "import",
+                &rootfs.to_string_lossy(),
+                "--tag",
+                "bb:v1",
                 "--json",
             ])
-            .arg("--ca")
-            .arg(reg.ca())
             .output()
             .expect("spawn kiln"),
-        "kiln push",
+        "image import",
     );
-    assert_eq!(pushed["digest"], web["digest"]);
+    let digest = imported["digest"].as_str().expect("digest").to_string();
+    let image = s.push_and_pull("bb:v1", "tools/busybox:v1", &digest);
 
-    let cd = Containerd::start();
-    let ca = reg.ca().to_string_lossy().into_owned();
-    let creds = format!("{USER}:{PASSWORD}");
-    let out = cd.ctr(&[
-        "images",
-        "pull",
-        "--user",
-        &creds,
-        "--tlscacert",
-        &ca,
-        &image,
-    ]);
-    assert!(out.status.success(), "ctr images pull: {out:?}");
-    // containerd resolved the same manifest digest kiln pushed.
-    let listed = cd.ctr(&["images", "ls"]);
-    let text = String::from_utf8_lossy(&listed.stdout);
-    let digest = web["digest"].as_str().expect("digest");
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with(&image) && l.contains(digest)),
-        "{text}"
-    );
-
-    let id = unique("web");
-    let version = std::fs::read_to_string(repo.join("web/VERSION")).expect("VERSION");
-    let out = cd.ctr(&[
-        "run",
-        "--runc-binary",
-        kiln_bin(),
-        "--rm",
-        &image,
-        &id,
-        "python3",
-        "-c",
-        "import os; print(os.getcwd(), open('VERSION').read().strip())",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = s.run(&image, &["/bin/cat", "/etc/motd"]);
     assert!(
         out.status.success(),
         "ctr run --runc-binary kiln: {out:?}\n{}",
-        std::fs::read_to_string(cd.dir.path().join("containerd.log")).unwrap_or_default()
+        s.log()
     );
-    assert_eq!(stdout.trim(), format!("/app {}", version.trim()));
-
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "pushed by kiln"
+    );
     // Exit codes come back through kiln and the shim; nothing is left in containerd.
-    let out = cd.ctr(&[
-        "run",
-        "--runc-binary",
-        kiln_bin(),
-        "--rm",
-        &image,
-        &format!("{id}-rc"),
-        "python3",
-        "-c",
-        "raise SystemExit(7)",
-    ]);
+    let out = s.run(&image, &["/bin/sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{out:?}");
-    let left = cd.ctr(&["containers", "ls", "-q"]);
+    let left = s.cd.ctr(&["containers", "ls", "-q"]);
     assert!(left.stdout.is_empty(), "left: {left:?}");
+
+    // examples/shop's web image: containerd pulls what kiln pushed, digest for digest.
+    let repo = shop(&s.sb);
+    let web = build(&s.sb, &repo, &[])["services"][0].clone();
+    s.push_and_pull(
+        web["image"].as_str().expect("image"),
+        "shop/web:v1",
+        web["digest"].as_str().expect("digest"),
+    );
 }
+
+#[test]
+fn containerd_runs_the_pushed_web_image_with_kiln_as_runc() {
+    if !have_tools(TOOLS) {
+        return;
+    }
+    let s = Setup::new();
+    let repo = shop(&s.sb);
+    let web = build(&s.sb, &repo, &[])["services"][0].clone();
+    let image = s.push_and_pull(
+        web["image"].as_str().expect("image"),
+        "shop/web:v1",
+        web["digest"].as_str().expect("digest"),
+    );
+    let version = std::fs::read_to_string(repo.join("web/VERSION")).expect("VERSION");
+    // The app itself (the image's `python3 server.py` from /app) starts in the container and
+    // answers HTTP on the loopback; redis is not there, so `/` is the app's own 503 page.
+    let out = s.run(&image, &["python3", "-c", WEB_PROBE]);
+    assert!(
+        out.status.success(),
+        "ctr run --runc-binary kiln: {out:?}\n{}",
+        s.log()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("cwd /app"), "{text}");
+    assert_eq!(lines.next(), Some("healthz 200 ok"), "{text}");
+    // `/ 503 <GREETING> from shop <VERSION>` (GREETING is the environment's, or `hi`).
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("/ 503 ")
+                && l.ends_with(&format!(" from shop {}", version.trim()))),
+        "{text}"
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("redis: unreachable")),
+        "{text}"
+    );
+}
+
+/// Runs the web app (`python3 server.py`, PORT 8000 in the container's own network namespace,
+/// whose loopback kiln brings up as runc does) and prints what it answers to `/healthz` and `/`
+/// (the app's own log lines go to /dev/null, its errors to stderr).
+const WEB_PROBE: &str = r#"
+import http.client, os, subprocess, sys, time
+print("cwd", os.getcwd())
+app = subprocess.Popen([sys.executable, "server.py"], stdout=subprocess.DEVNULL)
+deadline = time.time() + 30
+def get(path):
+    c = http.client.HTTPConnection("127.0.0.1", 8000, timeout=5)
+    c.request("GET", path)
+    r = c.getresponse()
+    return r.status, r.read().decode()
+while True:
+    try:
+        status, body = get("/healthz")
+        break
+    except OSError:
+        if time.time() > deadline or app.poll() is not None:
+            raise
+        time.sleep(0.2)
+print("healthz", status, body.strip())
+status, body = get("/")
+print("/", status, body)
+app.kill()
+"#;

@@ -107,7 +107,7 @@ pub fn auth_files() -> Vec<PathBuf> {
     out
 }
 
-/// The credentials for `registry` (host[:port]) from the first auth file that has them, else
+/// The credentials for `registry` (`host[:port]`) from the first auth file that has them, else
 /// anonymous. A file that exists but cannot be parsed is an error.
 pub fn lookup(registry: &str) -> Result<Credentials> {
     for path in auth_files() {
@@ -168,7 +168,7 @@ pub fn lookup_in(path: &Path, registry: &str) -> Result<Option<Credentials>> {
     }))
 }
 
-/// An auth file key as host[:port]: docker writes `https://host/v1/` for its own hub.
+/// An auth file key as `host[:port]`: docker writes `https://host/v1/` for its own hub.
 fn normalize(key: &str) -> &str {
     let k = key
         .strip_prefix("https://")

@@ -37,7 +37,7 @@ pub enum Error {
     /// The registry answered 401/403: no credentials, or credentials it does not accept.
     #[error("registry {registry} refused access to {repository} {who}: {detail}")]
     Unauthorized {
-        /// host[:port].
+        /// `host[:port]`.
         registry: String,
         /// The repository asked for.
         repository: String,
@@ -53,7 +53,7 @@ pub enum Error {
         op: &'static str,
         /// The manifest, blob or repository it was done to.
         target: String,
-        /// host[:port].
+        /// `host[:port]`.
         registry: String,
         /// The client's error.
         #[source]

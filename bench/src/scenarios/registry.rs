@@ -3,7 +3,8 @@
 //! (Debian's docker-registry, plain HTTP on 127.0.0.1), in the same run: a cold push into an
 //! empty repository, a cold pull into an empty store/layout, then a code-only commit pushed
 //! onto the repository that has the first (only its new layers move) and pulled into the
-//! store/layout that has the first.
+//! store/layout that has the first. skopeo runs with an empty blob-info cache each time (else it
+//! mounts "cold" pushes from the previous repetition's repository).
 //!
 //! Knobs: `bases` (a kiln store holding the python base, default `$KILN_STORE` or
 //! /var/lib/kiln), `kiln`, `reps` (default 5), `project` (default examples/shop).
@@ -65,6 +66,12 @@ impl Drop for LocalRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// Where skopeo (as root) keeps its blob-info cache.
+const SKOPEO_CACHE: &str = "/var/lib/containers/cache";
+/// `sh -c` script: skopeo with an empty blob-info cache (run under `unshare -m`).
+const SKOPEO_EMPTY_CACHE: &str =
+    "mount -t tmpfs kiln-bench /var/lib/containers/cache && exec skopeo \"$@\"";
 
 /// Runs the scenario.
 pub fn run(params: &Params) -> Result<Report> {
@@ -129,8 +136,14 @@ fn measure(
     change_code(&repo, 0)?;
     let v2 = build(&store)?;
     let oci = store.join("oci");
+    // skopeo remembers in its blob-info cache (/var/lib/containers/cache) which repositories
+    // hold a blob, and mounts from them: every "cold" push after the first would be a
+    // cross-repository mount, not an upload. Each skopeo runs with an empty cache (a tmpfs over
+    // it in a private mount namespace), as kiln runs with no such memory.
+    std::fs::create_dir_all(SKOPEO_CACHE)?;
     let skopeo = |src: String, dst: String| {
-        let mut c = Command::new("skopeo");
+        let mut c = Command::new("unshare");
+        c.args(["-m", "sh", "-c", SKOPEO_EMPTY_CACHE, "sh"]);
         c.args([
             "copy",
             "-q",

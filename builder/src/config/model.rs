@@ -31,7 +31,7 @@ pub struct ProjectConfig {
 /// `[registry]`: `url = "host[:port][/prefix]"`; each image goes to `url/<project>/<service>:<commit>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Registry {
-    /// host[:port][/path prefix].
+    /// `host[:port][/path prefix]`.
     pub url: String,
     /// A PEM CA file to trust for it (relative to the working directory of `kiln build`).
     pub ca: Option<String>,

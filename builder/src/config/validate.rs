@@ -625,7 +625,7 @@ fn is_mount_path(path: &str) -> bool {
         && path != APP_ROOT
 }
 
-/// `[registry] url`: host[:port] and an optional path prefix, no scheme, tag or digest.
+/// `[registry] url`: `host[:port]` and an optional path prefix, no scheme, tag or digest.
 fn check_registry(c: &mut Checker, r: &RawRegistry) -> Option<Registry> {
     let url = r.url.trim_end_matches('/');
     let host = url.split('/').next().unwrap_or_default();

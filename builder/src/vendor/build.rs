@@ -200,7 +200,7 @@ pub fn build(name: &str, opts: &BuildOptions) -> Result<BuildReport> {
         .into_iter()
         .zip(plans.iter().map(|p| p.created_by.clone()))
         .collect();
-    let (img, tags) = image::commit(&store, &recipe, with_history, config, epoch)?;
+    let (img, tags) = image::commit(&store, &recipe, with_history, config, &all, epoch)?;
     let report = BuildReport {
         name: recipe.name.clone(),
         recipe_digest: recipe.digest.clone(),

@@ -1,8 +1,11 @@
 //! Turning built layer directories into an image in kiln's OCI store: deterministic layers,
-//! the runtime config from the recipe, labels naming every package, and the tags.
+//! the runtime config from the recipe, the package list (a manifest annotation, its digest a
+//! label), and the tags.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
 
 use kiln_overlay::oci_spec::image::Config;
 use kiln_overlay::{Layer, LayerOptions, LayerSource, NewImage, Store, DEFAULT_PATH};
@@ -48,8 +51,23 @@ pub fn write_layers(store: &Store, plans: &[LayerPlan]) -> Result<Vec<Layer>> {
         .collect()
 }
 
+/// Config label holding the sha256 of the package list (containerd refuses labels over 4096
+/// bytes, so the list itself is the manifest annotation [`PACKAGES_ANNOTATION`]).
+pub const PACKAGES_DIGEST_LABEL: &str = "dev.kiln.vendor.packages-digest";
+/// Manifest annotation listing every package: `name version arch sha256:hex`, one a line.
+pub const PACKAGES_ANNOTATION: &str = "dev.kiln.vendor.packages";
+
+/// The package list, one `name version arch sha256:hex` a line, in build order.
+pub fn package_list(packages: &[Package]) -> String {
+    packages
+        .iter()
+        .map(|p| format!("{} {} {} sha256:{}", p.name, p.version, p.arch, p.sha256))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The OCI runtime config of a recipe (with its base's as defaults), labelled with the recipe
-/// digest and every package's version and sha256.
+/// digest and the sha256 of its package list.
 pub fn config(recipe: &LoadedRecipe, packages: &[Package], epoch: u64) -> Config {
     let own = &recipe.recipe.config;
     let base = recipe
@@ -82,12 +100,11 @@ pub fn config(recipe: &LoadedRecipe, packages: &[Package], epoch: u64) -> Config
         epoch.to_string(),
     );
     labels.insert(
-        "dev.kiln.vendor.packages".into(),
-        packages
-            .iter()
-            .map(|p| format!("{} {} {} sha256:{}", p.name, p.version, p.arch, p.sha256))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        PACKAGES_DIGEST_LABEL.into(),
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(package_list(packages)))
+        ),
     );
     let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
     let pick_vec =
@@ -113,17 +130,20 @@ pub fn config(recipe: &LoadedRecipe, packages: &[Package], epoch: u64) -> Config
     c
 }
 
-/// Commits the image and tags it `<name>:<recipe digest>` and `<name>:latest`; nothing is
-/// tagged unless the whole image is stored.
+/// Commits the image (annotated with the package list) and tags it `<name>:<recipe digest>`
+/// and `<name>:latest`; nothing is tagged unless the whole image is stored.
 pub fn commit(
     store: &Store,
     recipe: &LoadedRecipe,
     layers: Vec<(Layer, String)>,
     config: Config,
+    packages: &[Package],
     epoch: u64,
 ) -> Result<(kiln_overlay::Image, Vec<String>)> {
     let mut img = NewImage::new(Vec::new(), config);
     img.created = epoch;
+    img.annotations
+        .insert(PACKAGES_ANNOTATION.into(), package_list(packages));
     for (l, by) in layers {
         img.push_layer(l, &by);
     }
