@@ -265,7 +265,7 @@ fn helper_main(
     // Before the fork that puts a process in the container's pid namespace, where a container
     // process with CAP_SYS_PTRACE can trace it: the rlimits while raising them is permitted,
     // then only the process's own capabilities and the three that switching the identity
-    // needs (dropped by finalize_identity). Non-dumpable since the start (PR_SET_DUMPABLE 0).
+    // needs (dropped by switch_identity). Non-dumpable since the start (PR_SET_DUMPABLE 0).
     p.apply_rlimits()?;
     p.limit_capabilities(&[
         Capability::CAP_SETUID,
@@ -278,7 +278,7 @@ fn helper_main(
             .step("reporting the exec process")?;
         sys::exit_now(0);
     }
-    p.chdir()?;
+    let entered = p.chdir_early()?;
     if x.terminal {
         let (master, slave) = tty::open_pty()?;
         match x.console {
@@ -290,7 +290,11 @@ fn helper_main(
         drop(master);
         tty::become_tty(&slave, None)?;
     }
+    p.switch_identity()?;
+    if !entered {
+        p.chdir()?;
+    }
     let exe = p.resolve_exe()?;
-    p.finalize_identity()?;
+    p.restrict()?;
     Err(p.exec(&exe))
 }

@@ -249,12 +249,15 @@ fn setup_and_exec(a: &InitArgs) -> Result<Infallible> {
             .map(|b| (b.height() as u16, b.width() as u16));
         tty::become_tty(&slave, size)?;
     }
-    a.process.chdir()?;
-    let exe = a.process.resolve_exe()?;
+    let entered = a.process.chdir_early()?;
     // The identity and capabilities of the process before it blocks on the fifo (as runc):
     // while it waits, anything that can trace it gains nothing the process will not have.
     // no_new_privs and its seccomp filter stay for the last step before execve.
     a.process.switch_identity()?;
+    if !entered {
+        a.process.chdir()?;
+    }
+    let exe = a.process.resolve_exe()?;
     a.chan.send(&Msg::Ready, None).step("reporting ready")?;
 
     // Blocks until `start`; the write end stays open (close-on-exec) so that `start` sees EOF

@@ -205,10 +205,28 @@ impl Prepared {
         Ok(())
     }
 
+    /// chdir to the process cwd before the identity switch, or `false` when only the process's
+    /// own user may enter it (EACCES/EPERM with the setup's capabilities): [`Prepared::chdir`]
+    /// then enters it after [`Prepared::switch_identity`], as runc does.
+    pub fn chdir_early(&self) -> Result<bool> {
+        match std::env::set_current_dir(&self.cwd) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => Ok(false),
+            r => {
+                r.at("chdir to process.cwd", &self.cwd)?;
+                self.check_cwd().map(|()| true)
+            }
+        }
+    }
+
     /// chdir to the process cwd, then checks (as runc does with getcwd) that the directory is
     /// inside the current root: a cwd reached through a leaked fd or a magic link is refused.
     pub fn chdir(&self) -> Result<()> {
         std::env::set_current_dir(&self.cwd).at("chdir to process.cwd", &self.cwd)?;
+        self.check_cwd()
+    }
+
+    /// Refuses a current directory the kernel reports unreachable from the root.
+    fn check_cwd(&self) -> Result<()> {
         // getcwd(3) fails (ENOENT) when the kernel reports a directory unreachable from the root.
         match std::env::current_dir() {
             Ok(p) if p.is_absolute() => Ok(()),
@@ -216,15 +234,8 @@ impl Prepared {
         }
     }
 
-    /// Switches user, groups, umask, capabilities, no_new_privs and seccomp (in the order that
-    /// keeps each step permitted), leaving the process ready for execve.
-    pub fn finalize_identity(&self) -> Result<()> {
-        self.switch_identity()?;
-        self.restrict()
-    }
-
     /// Narrows the bounding, effective and permitted sets to the process's own plus `keep`
-    /// (what the remaining setup steps need; [`Prepared::finalize_identity`] drops them), so
+    /// (what the remaining setup steps need; [`Prepared::switch_identity`] drops them), so
     /// that a tracer of this setup process gains nothing the process itself will not have.
     pub fn limit_capabilities(&self, keep: &[Capability]) -> Result<()> {
         let Some(c) = &self.caps else {
