@@ -134,7 +134,7 @@ pub struct MountCtx<'a> {
     pub cgroup: Option<&'a str>,
     /// Whether the container has its own user namespace.
     pub userns: bool,
-    /// The detached host sysfs from [`host_sys_fallback`], taken by the first `sysfs` mount
+    /// The detached host sysfs from `host_sys_fallback`, taken by the first `sysfs` mount
     /// that cannot be made.
     pub host_sys: std::cell::Cell<Option<&'a OwnedFd>>,
 }
